@@ -1,0 +1,155 @@
+"""``evalsuite`` command line: ``run`` and ``list``.
+
+Bad input ends with one line on stderr and exit code 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any, Sequence
+
+from evalsuite.errors import UsageError
+
+DEFAULT_LIMIT_HINT = "all samples"
+
+
+def _key_value(text: str) -> tuple[str, Any]:
+    if "=" not in text:
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
+    key, raw = text.split("=", 1)
+    try:
+        value = json.loads(raw)
+    except json.JSONDecodeError:
+        value = raw
+    return key.strip(), value
+
+
+def _task_list(text: str) -> tuple[str, ...]:
+    return tuple(t.strip() for t in text.split(",") if t.strip())
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="evalsuite", description="Evaluate and benchmark LLMs.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser("run", help="run tasks on a model and write results/<run_id>/")
+    run.add_argument("--tasks", type=_task_list, required=True, help="comma-separated task names")
+    run.add_argument("--model", default=None, help="local model directory or hub id (default: the embedded SmolLM2-135M-Instruct)")
+    run.add_argument("--backend", default="vllm", help="vllm (default) or hf")
+    run.add_argument("--limit", type=int, default=None, help="first N samples of each task (default: all)")
+    run.add_argument("--num-fewshot", type=int, default=None, help="few-shot examples (task default if omitted)")
+    run.add_argument("--data-dir", default=None, help="folder with local dataset files (or EVALSUITE_DATA_DIR)")
+    run.add_argument("--max-tokens", type=int, default=None, help="max output tokens (task default if omitted)")
+    run.add_argument("--temperature", type=float, default=None)
+    run.add_argument("--top-p", type=float, default=None)
+    run.add_argument("--seed", type=int, default=0)
+    run.add_argument("--system-prompt", default=None, help="system message prepended to chat prompts")
+    run.add_argument("--batch-size", type=int, default=256, help="requests per backend call (and per results flush)")
+    run.add_argument("--output-dir", type=Path, default=Path("results"))
+    run.add_argument("--run-id", default=None)
+    run.add_argument("--tensor-parallel-size", type=int, default=1)
+    run.add_argument("--max-model-len", type=int, default=None)
+    run.add_argument("--gpu-memory-utilization", type=float, default=None)
+    run.add_argument("--dtype", default="auto")
+    run.add_argument("--enforce-eager", action="store_true")
+    run.add_argument("--engine-arg", type=_key_value, action="append", default=[], metavar="KEY=VALUE",
+                     help="any other engine argument, passed through (value parsed as JSON when it is)")
+    run.add_argument("--task-arg", type=_key_value, action="append", default=[], metavar="TASK.KEY=VALUE",
+                     help="a task factory argument, e.g. gsm8k.prompt=fewshot")
+    run.add_argument("--no-progress", action="store_true")
+
+    sub.add_parser("list", help="list tasks and backends")
+    return parser
+
+
+def config_from_args(args: argparse.Namespace):
+    from evalsuite.config import EngineConfig, RunConfig
+
+    task_args: dict[str, dict[str, Any]] = {}
+    for key, value in args.task_arg:
+        if "." not in key:
+            raise UsageError(f"--task-arg needs TASK.KEY=VALUE, got {key!r}")
+        name, field = key.split(".", 1)
+        task_args.setdefault(name, {})[field] = value
+    return RunConfig(
+        tasks=args.tasks, model=args.model, backend=args.backend, limit=args.limit,
+        num_fewshot=args.num_fewshot, data_dir=args.data_dir, max_tokens=args.max_tokens,
+        temperature=args.temperature, top_p=args.top_p, seed=args.seed,
+        system_prompt=args.system_prompt, batch_size=args.batch_size, output_dir=args.output_dir,
+        run_id=args.run_id,
+        engine=EngineConfig(tensor_parallel_size=args.tensor_parallel_size, max_model_len=args.max_model_len,
+                            gpu_memory_utilization=args.gpu_memory_utilization, dtype=args.dtype,
+                            enforce_eager=args.enforce_eager, extra=dict(args.engine_arg)),
+        task_args=task_args,
+    )
+
+
+def _fmt(value: Any, digits: int = 4) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.{digits}f}"
+    return str(value)
+
+
+def format_summary(metrics: dict[str, Any]) -> str:
+    """The end-of-run table: one row per task and scorer, then performance."""
+    lines = [f"{'task':<16} {'metric':<22} {'value':>8} {'± stderr':>9} {'95% CI':>17} {'n':>6} {'no-answer':>9}"]
+    for task, m in metrics.items():
+        for name, row in m["scores"].items():
+            ci = row.get("ci95")
+            lines.append(
+                f"{task:<16} {name:<22} {_fmt(row['value']):>8} {_fmt(row['stderr']):>9} "
+                f"{(f'[{ci[0]:.3f}, {ci[1]:.3f}]' if ci else '-'):>17} {row['n']:>6} "
+                f"{_fmt(row['extraction_failure_rate'], 3):>9}"
+            )
+    lines.append("")
+    lines.append(f"{'task':<16} {'requests':>8} {'errors':>6} {'wall s':>8} {'req/s':>7} {'out tok/s':>9} {'e2e p50 ms':>10} {'e2e p95 ms':>10}")
+    for task, m in metrics.items():
+        p = m["performance"]
+        lines.append(
+            f"{task:<16} {p['requests']:>8} {p['errors']:>6} {_fmt(p['wall_s'], 1):>8} "
+            f"{_fmt(p['request_throughput_per_s'], 2):>7} {_fmt(p['output_tokens_per_s'], 1):>9} "
+            f"{_fmt(p.get('e2e_ms_p50'), 0):>10} {_fmt(p.get('e2e_ms_p95'), 0):>10}"
+        )
+    return "\n".join(lines)
+
+
+def cmd_list() -> int:
+    from evalsuite.registry import backends, tasks
+
+    print("tasks:    " + ", ".join(tasks.names()))
+    print("backends: " + ", ".join(backends.names()))
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from evalsuite.runner import run
+
+    config = config_from_args(args)
+    result = run(config, progress=not args.no_progress, announce=lambda line: print(line, file=sys.stderr))
+    print(format_summary(result.metrics))
+    print(f"\nresults: {result.run_dir}")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        if args.command == "list":
+            return cmd_list()
+        return cmd_run(args)
+    except UsageError as e:
+        print(f"evalsuite: error: {e}", file=sys.stderr)
+        return e.exit_code
+    except KeyboardInterrupt:
+        print("evalsuite: interrupted; finished samples are in the run's samples.jsonl", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,77 @@
+"""The run configuration: built once from the CLI (or a suite), frozen, passed down."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any, Mapping
+
+from evalsuite.errors import UsageError
+
+
+def _frozen(d: Mapping | None) -> Mapping:
+    return MappingProxyType(dict(d or {}))
+
+
+@dataclass(frozen=True)
+class EngineConfig:
+    """Engine settings; ``extra`` passes any other engine argument through."""
+
+    tensor_parallel_size: int = 1
+    max_model_len: int | None = None
+    gpu_memory_utilization: float | None = None
+    dtype: str = "auto"
+    enforce_eager: bool = False
+    extra: Mapping[str, Any] = field(default_factory=lambda: _frozen({}))
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Everything that decides what a run does.
+
+    ``None`` sampling fields mean "the task's default". ``limit`` takes the first
+    N samples of each task. ``task_args`` maps a task name to extra factory
+    keyword arguments (``--task-arg gsm8k.prompt=fewshot``).
+    """
+
+    tasks: tuple[str, ...]
+    model: str | None = None
+    backend: str = "vllm"
+    limit: int | None = None
+    num_fewshot: int | None = None
+    data_dir: str | None = None
+    max_tokens: int | None = None
+    temperature: float | None = None
+    top_p: float | None = None
+    seed: int = 0
+    system_prompt: str | None = None
+    batch_size: int = 256
+    output_dir: Path = Path("results")
+    run_id: str | None = None
+    engine: EngineConfig = field(default_factory=EngineConfig)
+    task_args: Mapping[str, Mapping[str, Any]] = field(default_factory=lambda: _frozen({}))
+
+    def __post_init__(self) -> None:
+        if not self.tasks:
+            raise UsageError("no task given (use --tasks NAME[,NAME...]; `evalsuite list` shows them)")
+        if self.limit is not None and self.limit < 1:
+            raise UsageError(f"--limit must be a positive integer, got {self.limit}")
+        if self.batch_size < 1:
+            raise UsageError(f"--batch-size must be a positive integer, got {self.batch_size}")
+        if self.max_tokens is not None and self.max_tokens < 1:
+            raise UsageError(f"--max-tokens must be a positive integer, got {self.max_tokens}")
+        if self.temperature is not None and self.temperature < 0:
+            raise UsageError(f"--temperature must be >= 0, got {self.temperature}")
+        if self.top_p is not None and not 0 < self.top_p <= 1:
+            raise UsageError(f"--top-p must be in (0, 1], got {self.top_p}")
+        if self.engine.tensor_parallel_size < 1:
+            raise UsageError("--tensor-parallel-size must be >= 1")
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["output_dir"] = str(self.output_dir)
+        d["tasks"] = list(self.tasks)
+        d["engine"]["extra"] = dict(self.engine.extra)
+        d["task_args"] = {k: dict(v) for k, v in self.task_args.items()}
+        return d

@@ -1,0 +1,85 @@
+"""Aggregates: accuracy with its uncertainty, and latency percentiles.
+
+Every metric carries its ``n``; missing measurements stay ``None``.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Iterable, Sequence
+
+Z95 = 1.959963984540054  # two-sided 95% normal quantile
+
+
+def mean_stderr(values: Sequence[float]) -> float | None:
+    """Standard error of the mean, ``s / sqrt(n)`` with the sample standard deviation
+    (``ddof=1``), as lm-evaluation-harness reports it. None for ``n < 2``."""
+    n = len(values)
+    if n < 2:
+        return None
+    m = sum(values) / n
+    var = sum((v - m) ** 2 for v in values) / (n - 1)
+    return math.sqrt(var / n)
+
+
+def wilson_interval(successes: int, n: int, z: float = Z95) -> tuple[float, float] | None:
+    """Wilson score interval for a binomial proportion (Wilson, 1927, JASA 22:209).
+
+    ``(center ± half) `` with ``center = (p + z²/2n) / (1 + z²/n)`` and
+    ``half = z / (1 + z²/n) · sqrt(p(1-p)/n + z²/4n²)``. Unlike the normal interval
+    it stays inside [0, 1] and is informative at p = 0 or 1. None for ``n == 0``.
+    """
+    if n == 0:
+        return None
+    p = successes / n
+    denom = 1 + z * z / n
+    center = (p + z * z / (2 * n)) / denom
+    half = z / denom * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
+    return max(0.0, center - half), min(1.0, center + half)
+
+
+def accuracy(values: Sequence[float], extracted: Sequence[bool]) -> dict[str, Any]:
+    """One metric row: mean, stderr, 95% interval, n and extraction-failure rate.
+
+    For 0/1 verdicts the interval is Wilson's; for partial credit it is the normal
+    interval ``mean ± 1.96·stderr``.
+    """
+    n = len(values)
+    if n == 0:
+        return {"value": None, "stderr": None, "ci95": None, "n": 0, "extraction_failure_rate": None}
+    mean = sum(values) / n
+    se = mean_stderr(values)
+    if all(v in (0.0, 1.0) for v in values):
+        ci = wilson_interval(int(sum(values)), n)
+    else:
+        ci = None if se is None else (mean - Z95 * se, mean + Z95 * se)
+    return {
+        "value": mean,
+        "stderr": se,
+        "ci95": list(ci) if ci else None,
+        "n": n,
+        "extraction_failure_rate": 1 - sum(extracted) / n,
+    }
+
+
+def percentile(sorted_values: Sequence[float], q: float) -> float:
+    """Linear-interpolation percentile (numpy's default, ``method="linear"``) of an
+    ascending sequence; ``q`` in [0, 100]."""
+    if not sorted_values:
+        raise ValueError("percentile of an empty sequence")
+    pos = (len(sorted_values) - 1) * q / 100
+    lo = math.floor(pos)
+    hi = min(lo + 1, len(sorted_values) - 1)
+    return sorted_values[lo] + (sorted_values[hi] - sorted_values[lo]) * (pos - lo)
+
+
+def distribution(values: Iterable[float | None], prefix: str, scale: float = 1.0) -> dict[str, Any]:
+    """Mean and p50/p90/p95/p99 of the measured values (``None`` skipped), scaled
+    (e.g. seconds to ms with ``scale=1000``). Keys are ``{prefix}_mean`` etc.;
+    every figure is None when nothing was measured."""
+    xs = sorted(v * scale for v in values if v is not None)
+    out: dict[str, Any] = {f"{prefix}_n": len(xs)}
+    out[f"{prefix}_mean"] = sum(xs) / len(xs) if xs else None
+    for q in (50, 90, 95, 99):
+        out[f"{prefix}_p{q}"] = percentile(xs, q) if xs else None
+    return out

@@ -1,0 +1,82 @@
+"""The results directory: ``results/<run_id>/run.json`` and ``samples.jsonl``.
+
+``samples.jsonl`` is append-only: each record is written and flushed as soon as
+its batch is scored, so a run killed midway leaves every finished sample
+readable. ``run.json`` is replaced atomically (write, then rename): it holds the
+config and provenance from the start, and the metrics once the run finishes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import secrets
+import time
+from pathlib import Path
+from typing import Any, Iterable
+
+from evalsuite.types import SampleRecord
+
+SCHEMA_VERSION = 1
+
+
+def new_run_id(model_name: str) -> str:
+    slug = re.sub(r"[^A-Za-z0-9_.-]+", "-", model_name).strip("-")[:40] or "model"
+    return f"{time.strftime('%Y%m%d-%H%M%S')}-{slug}-{secrets.token_hex(3)}"
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, (set, frozenset, tuple)):
+        return list(value)
+    if isinstance(value, Path):
+        return str(value)
+    if hasattr(value, "items"):
+        return dict(value)
+    return repr(value)
+
+
+def write_json_atomic(path: Path, data: dict[str, Any]) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(data, indent=2, default=_json_default, ensure_ascii=False) + "\n")
+    os.replace(tmp, path)
+
+
+class RunWriter:
+    """Writes one run directory. Use as a context manager."""
+
+    def __init__(self, run_dir: Path) -> None:
+        self.run_dir = run_dir
+        run_dir.mkdir(parents=True, exist_ok=False)
+        self._samples = open(run_dir / "samples.jsonl", "a", encoding="utf-8")
+
+    def write_run(self, data: dict[str, Any]) -> None:
+        write_json_atomic(self.run_dir / "run.json", {"schema_version": SCHEMA_VERSION, **data})
+
+    def append(self, records: Iterable[SampleRecord]) -> None:
+        for record in records:
+            line = json.dumps(record.to_dict(), default=_json_default, ensure_ascii=False)
+            self._samples.write(line + "\n")
+        self._samples.flush()
+
+    def close(self) -> None:
+        self._samples.close()
+
+    def __enter__(self) -> "RunWriter":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def read_samples(run_dir: Path) -> list[dict[str, Any]]:
+    """Every complete record of a run's ``samples.jsonl`` (a torn last line from a
+    killed run is skipped)."""
+    records = []
+    with open(Path(run_dir) / "samples.jsonl", encoding="utf-8") as f:
+        for line in f:
+            try:
+                records.append(json.loads(line))
+            except json.JSONDecodeError:
+                continue
+    return records

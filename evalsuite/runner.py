@@ -1,0 +1,226 @@
+"""A run as a straight line of small stages.
+
+``resolve_model -> load_tasks -> open_backend -> build_requests -> generate ->
+score -> write -> aggregate -> finish``. Misconfiguration raises
+:class:`~evalsuite.errors.UsageError` before the engine starts; a failed request
+is recorded on its sample and the run goes on.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any, Sequence
+
+from evalsuite.config import RunConfig
+from evalsuite.errors import UsageError
+from evalsuite.metrics import accuracy, distribution
+from evalsuite.models import ModelRef, model_fingerprint, resolve_model
+from evalsuite.provenance import git_revision, host_description, library_versions
+from evalsuite.registry import backends
+from evalsuite.results import RunWriter, new_run_id
+from evalsuite.task import Task, build_task, file_sha256
+from evalsuite.types import Generation, GenerationRequest, Message, SampleRecord, SamplingParams
+
+
+@dataclass(frozen=True)
+class RunResult:
+    run_dir: Path
+    metrics: dict[str, Any]
+    limit: int | None
+
+
+def load_tasks(config: RunConfig) -> list[Task]:
+    """Builds every task (reads its data) before any model is loaded."""
+    return [
+        build_task(name, num_fewshot=config.num_fewshot, data_dir=config.data_dir, seed=config.seed,
+                   explicit=dict(config.task_args.get(name, {})))
+        for name in config.tasks
+    ]
+
+
+def sampling_params(task: Task, config: RunConfig) -> SamplingParams:
+    """The task's defaults with the run's overrides applied."""
+    overrides = {
+        k: v for k, v in {"max_tokens": config.max_tokens, "temperature": config.temperature,
+                          "top_p": config.top_p}.items() if v is not None
+    }
+    return replace(task.params, **overrides)
+
+
+def request_seed(run_seed: int, task: str, sample_id: str, repeat: int) -> int:
+    """A per-request seed that depends only on the run seed and the request's identity,
+    so sampled outputs do not depend on batching, ordering or replicas."""
+    digest = hashlib.sha256(f"{run_seed}:{task}:{sample_id}:{repeat}".encode()).digest()
+    return int.from_bytes(digest[:4], "big") & 0x7FFFFFFF
+
+
+def with_system_prompt(prompt, system_prompt: str | None):
+    if system_prompt is None or isinstance(prompt, str):
+        return prompt
+    if prompt and prompt[0].role == "system":
+        return prompt
+    return (Message("system", system_prompt), *prompt)
+
+
+def build_requests(task: Task, config: RunConfig) -> list[GenerationRequest]:
+    params = sampling_params(task, config)
+    samples = task.samples[: config.limit] if config.limit else task.samples
+    return [
+        GenerationRequest(
+            task=task.name,
+            sample_id=sample.id,
+            prompt=with_system_prompt(sample.input, config.system_prompt),
+            params=replace(params, seed=request_seed(config.seed, task.name, sample.id, repeat)),
+            repeat=repeat,
+            json_schema=task.json_schema(sample) if task.json_schema else None,
+        )
+        for sample in samples
+        for repeat in range(task.repeats)
+    ]
+
+
+def open_backend(config: RunConfig, model: ModelRef):
+    factory = backends.get(config.backend)
+    e = config.engine
+    return factory(
+        model.path,
+        tensor_parallel_size=e.tensor_parallel_size,
+        max_model_len=e.max_model_len,
+        gpu_memory_utilization=e.gpu_memory_utilization,
+        dtype=e.dtype,
+        seed=config.seed,
+        enforce_eager=e.enforce_eager,
+        engine_args=dict(e.extra),
+    )
+
+
+def score(task: Task, requests: Sequence[GenerationRequest], generations: Sequence[Generation]) -> list[SampleRecord]:
+    by_id = {s.id: s for s in task.samples}
+    samples = [by_id[r.sample_id] for r in requests]
+    scores = task.score(samples, generations)
+    return [
+        SampleRecord(
+            task=task.name, sample_id=r.sample_id, repeat=r.repeat,
+            prompt=g.prompt_text if g.prompt_text is not None else _prompt_as_text(r.prompt),
+            output=g.text, target=s.target, scores=sc, prompt_tokens=g.prompt_tokens,
+            output_tokens=g.output_tokens, finish_reason=g.finish_reason, timings=g.timings,
+            error=g.error, metadata=s.metadata,
+        )
+        for r, g, s, sc in zip(requests, generations, samples, scores)
+    ]
+
+
+def _prompt_as_text(prompt) -> str:
+    if isinstance(prompt, str):
+        return prompt
+    return "\n".join(f"[{m.role}] {m.content}" for m in prompt)
+
+
+def generate(task: Task, requests: list[GenerationRequest], backend, writer: RunWriter,
+             batch_size: int, progress: bool) -> tuple[list[SampleRecord], float]:
+    """Generates and scores batch by batch, writing each batch as it is scored."""
+    from tqdm import tqdm
+
+    records: list[SampleRecord] = []
+    start = time.perf_counter()
+    with tqdm(total=len(requests), desc=task.name, unit="sample", disable=not progress, dynamic_ncols=True) as bar:
+        for i in range(0, len(requests), batch_size):
+            batch = requests[i : i + batch_size]
+            generations = backend.generate(batch)
+            if len(generations) != len(batch):
+                raise RuntimeError(f"backend {backend.name} returned {len(generations)} generations for {len(batch)} requests")
+            batch_records = score(task, batch, generations)
+            writer.append(batch_records)
+            records.extend(batch_records)
+            bar.update(len(batch))
+    return records, time.perf_counter() - start
+
+
+def aggregate(task: Task, records: Sequence[SampleRecord], wall_s: float) -> dict[str, Any]:
+    """Per-scorer accuracy rows, performance figures and the task's own extras."""
+    rows = {
+        scorer.name: accuracy(
+            [r.scores[scorer.name].value for r in records],
+            [r.scores[scorer.name].extracted for r in records],
+        )
+        for scorer in task.scorers
+        if all(scorer.name in r.scores for r in records)
+    }
+    out_tokens = sum(r.output_tokens or 0 for r in records)
+    in_tokens = sum(r.prompt_tokens or 0 for r in records)
+    perf = {
+        "wall_s": wall_s,
+        "requests": len(records),
+        "errors": sum(r.error is not None for r in records),
+        "finish_length": sum(r.finish_reason == "length" for r in records),
+        "prompt_tokens": in_tokens,
+        "output_tokens": out_tokens,
+        "request_throughput_per_s": len(records) / wall_s if wall_s > 0 else None,
+        "output_tokens_per_s": out_tokens / wall_s if wall_s > 0 else None,
+        "total_tokens_per_s": (in_tokens + out_tokens) / wall_s if wall_s > 0 else None,
+        **distribution((r.timings.e2e_s for r in records), "e2e_ms", 1000.0),
+    }
+    primary = next((s.name for s in task.scorers if s.primary), task.scorers[0].name if task.scorers else None)
+    extras = task.aggregate(records) if task.aggregate else {}
+    return {"version": task.version, "primary": primary, "scores": rows, "performance": perf, **extras}
+
+
+def describe_run(config: RunConfig, model: ModelRef, tasks: Sequence[Task]) -> dict[str, Any]:
+    return {
+        "config": config.to_dict(),
+        "model": {"name": model.name, "path": model.path, "source": model.source,
+                  "sha256": model_fingerprint(model)},
+        "tasks": {
+            t.name: {"version": t.version, "source": t.source, "args": dict(t.args),
+                     "num_samples": len(t.samples[: config.limit] if config.limit else t.samples),
+                     "repeats": t.repeats,
+                     "sampling": sampling_params(t, config).to_dict(),
+                     "data_files": {str(p): file_sha256(p) for p in t.data_files}}
+            for t in tasks
+        },
+        "provenance": {"git_revision": git_revision(), "versions": library_versions(),
+                       "host": host_description()},
+    }
+
+
+def run(config: RunConfig, progress: bool = True, announce=None) -> RunResult:
+    """Runs every task of ``config`` and writes ``<output_dir>/<run_id>/``.
+
+    Raises UsageError for bad configuration (before loading the model). If the run
+    is interrupted, ``run.json`` says so and ``samples.jsonl`` keeps every sample
+    scored so far.
+    """
+    model = resolve_model(config.model)
+    tasks = load_tasks(config)
+    run_dir = Path(config.output_dir) / (config.run_id or new_run_id(model.name))
+    if run_dir.exists():
+        raise UsageError(f"run directory already exists: {run_dir} (choose another --run-id)")
+    header = describe_run(config, model, tasks)
+    if announce is not None:
+        sizes = ", ".join(f"{name} ({info['num_samples']} samples)" for name, info in header["tasks"].items())
+        announce(f"evalsuite: {sizes} on {model.name} with {config.backend}; results in {run_dir}")
+    started = time.time()
+    with RunWriter(run_dir) as writer:
+        writer.write_run({**header, "status": "running", "started_at": started})
+        metrics: dict[str, Any] = {}
+        try:
+            backend = open_backend(config, model)
+            try:
+                header["backend"] = backend.describe()
+                writer.write_run({**header, "status": "running", "started_at": started})
+                for task in tasks:
+                    requests = build_requests(task, config)
+                    records, wall_s = generate(task, requests, backend, writer, config.batch_size, progress)
+                    metrics[task.name] = aggregate(task, records, wall_s)
+            finally:
+                backend.close()
+        except BaseException as e:
+            writer.write_run({**header, "status": "failed", "error": f"{type(e).__name__}: {e}",
+                              "started_at": started, "finished_at": time.time(), "metrics": metrics})
+            raise
+        writer.write_run({**header, "status": "complete", "started_at": started,
+                          "finished_at": time.time(), "metrics": metrics})
+    return RunResult(run_dir, metrics, config.limit)

@@ -1,0 +1,1 @@
+"""Built-in task plugins, one module per task; each registers one factory."""
