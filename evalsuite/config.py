@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Mapping
@@ -69,9 +69,10 @@ class RunConfig:
             raise UsageError("--tensor-parallel-size must be >= 1")
 
     def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
+        d = {f.name: getattr(self, f.name) for f in fields(self)}
         d["output_dir"] = str(self.output_dir)
         d["tasks"] = list(self.tasks)
+        d["engine"] = {f.name: getattr(self.engine, f.name) for f in fields(self.engine)}
         d["engine"]["extra"] = dict(self.engine.extra)
         d["task_args"] = {k: dict(v) for k, v in self.task_args.items()}
         return d

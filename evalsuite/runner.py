@@ -32,10 +32,16 @@ class RunResult:
     limit: int | None
 
 
-def load_tasks(config: RunConfig) -> list[Task]:
-    """Builds every task (reads its data) before any model is loaded."""
+def load_tasks(config: RunConfig, model: ModelRef) -> list[Task]:
+    """Builds every task (reads its data) before any model is loaded.
+
+    Factories receive the common arguments they declare: ``num_fewshot``,
+    ``data_dir``, ``seed``, ``model_path`` (to count tokens with the model's own
+    tokenizer) and ``max_model_len``; ``--task-arg`` values are passed as given.
+    """
     return [
         build_task(name, num_fewshot=config.num_fewshot, data_dir=config.data_dir, seed=config.seed,
+                   model_path=model.path, max_model_len=config.engine.max_model_len,
                    explicit=dict(config.task_args.get(name, {})))
         for name in config.tasks
     ]
@@ -186,15 +192,16 @@ def describe_run(config: RunConfig, model: ModelRef, tasks: Sequence[Task]) -> d
     }
 
 
-def run(config: RunConfig, progress: bool = True, announce=None) -> RunResult:
+def run(config: RunConfig, progress: bool = True, announce=None, backend=None) -> RunResult:
     """Runs every task of ``config`` and writes ``<output_dir>/<run_id>/``.
 
     Raises UsageError for bad configuration (before loading the model). If the run
     is interrupted, ``run.json`` says so and ``samples.jsonl`` keeps every sample
-    scored so far.
+    scored so far. ``backend``: an already open backend to use (and leave open),
+    e.g. one engine shared by a test session; by default one is built from config.
     """
     model = resolve_model(config.model)
-    tasks = load_tasks(config)
+    tasks = load_tasks(config, model)
     run_dir = Path(config.output_dir) / (config.run_id or new_run_id(model.name))
     if run_dir.exists():
         raise UsageError(f"run directory already exists: {run_dir} (choose another --run-id)")
@@ -207,7 +214,8 @@ def run(config: RunConfig, progress: bool = True, announce=None) -> RunResult:
         writer.write_run({**header, "status": "running", "started_at": started})
         metrics: dict[str, Any] = {}
         try:
-            backend = open_backend(config, model)
+            owned = backend is None
+            backend = open_backend(config, model) if owned else backend
             try:
                 header["backend"] = backend.describe()
                 writer.write_run({**header, "status": "running", "started_at": started})
@@ -215,8 +223,11 @@ def run(config: RunConfig, progress: bool = True, announce=None) -> RunResult:
                     requests = build_requests(task, config)
                     records, wall_s = generate(task, requests, backend, writer, config.batch_size, progress)
                     metrics[task.name] = aggregate(task, records, wall_s)
+                    if task.write_artifacts is not None:
+                        task.write_artifacts(records, run_dir)
             finally:
-                backend.close()
+                if owned:
+                    backend.close()
         except BaseException as e:
             writer.write_run({**header, "status": "failed", "error": f"{type(e).__name__}: {e}",
                               "started_at": started, "finished_at": time.time(), "metrics": metrics})

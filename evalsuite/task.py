@@ -29,6 +29,7 @@ ScoreFn = Callable[[str, Sample], Score]
 
 ScoreBatchFn = Callable[[Sequence[Sample], Sequence[Generation]], "list[dict[str, Score]]"]
 AggregateFn = Callable[[Sequence[SampleRecord]], "dict[str, Any]"]
+ArtifactsFn = Callable[[Sequence[SampleRecord], Path], None]
 
 
 @dataclass(frozen=True)
@@ -57,6 +58,8 @@ class Task:
     - ``aggregate``: optional; extra task metrics computed from all records.
     - ``json_schema``: optional; the schema a sample's output must follow, used by
       backends that support constrained decoding when the run asks for it.
+    - ``write_artifacts``: optional; writes files (figures, tables) for this task into
+      the run directory given as its second argument, after aggregation.
     - ``data_files``: files the samples came from, hashed into ``run.json``.
     - ``args``: the resolved factory arguments, recorded in ``run.json``.
     """
@@ -70,6 +73,7 @@ class Task:
     score_batch: ScoreBatchFn | None = None
     aggregate: AggregateFn | None = None
     json_schema: Callable[[Sample], Mapping[str, Any] | None] | None = None
+    write_artifacts: ArtifactsFn | None = None
     data_files: tuple[Path, ...] = ()
     source: str = ""
     args: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
