@@ -59,10 +59,36 @@ def build_parser() -> argparse.ArgumentParser:
                      help="any other engine argument, passed through (value parsed as JSON when it is)")
     run.add_argument("--task-arg", type=_key_value, action="append", default=[], metavar="TASK.KEY=VALUE",
                      help="a task factory argument, e.g. gsm8k.prompt=fewshot")
+    run.add_argument("--num-samples", type=int, default=None,
+                     help="generations per sample, for pass@k (tasks that take it)")
+    run.add_argument("--allow-unsandboxed", action="store_true",
+                     help="let code-execution tasks run without a sandbox when none is available")
+    server = run.add_argument_group("served endpoints (openai backend)")
+    server.add_argument("--base-url", action="append", default=[], help="endpoint URL; repeat for replicas")
+    server.add_argument("--max-concurrency", type=int, default=None, help="requests in flight at once")
+    server.add_argument("--request-timeout", type=float, default=None, help="seconds per request")
+    server.add_argument("--max-retries", type=int, default=None, help="retries per request on connection errors, 429 and 5xx")
+    server.add_argument("--data-parallel-size", type=int, default=None, help="in-process engine replicas (vllm)")
+    run.add_argument("--max-error-rate", type=float, default=None,
+                     help="exit with code 1 when the share of failed requests exceeds this (default: any error is tolerated)")
     run.add_argument("--no-progress", action="store_true")
+    run.set_defaults(handler=cmd_run)
 
-    sub.add_parser("list", help="list tasks and backends")
+    sub.add_parser("list", help="list tasks and backends").set_defaults(handler=lambda args: cmd_list())
+    for module in _command_modules():
+        module.add_parser(sub)
     return parser
+
+
+def _command_modules():
+    import importlib
+    import pkgutil
+
+    import evalsuite.commands as package
+
+    for info in sorted(pkgutil.iter_modules(package.__path__), key=lambda m: m.name):
+        if not info.name.startswith("_"):
+            yield importlib.import_module(f"evalsuite.commands.{info.name}")
 
 
 def config_from_args(args: argparse.Namespace):
@@ -83,7 +109,12 @@ def config_from_args(args: argparse.Namespace):
         engine=EngineConfig(tensor_parallel_size=args.tensor_parallel_size, max_model_len=args.max_model_len,
                             gpu_memory_utilization=args.gpu_memory_utilization, dtype=args.dtype,
                             enforce_eager=args.enforce_eager, extra=dict(args.engine_arg)),
-        task_args=task_args,
+        task_args=task_args, num_samples=args.num_samples, allow_unsandboxed=args.allow_unsandboxed,
+        backend_args={k: v for k, v in {
+            "base_urls": tuple(args.base_url) or None, "max_concurrency": args.max_concurrency,
+            "request_timeout": args.request_timeout, "max_retries": args.max_retries,
+            "data_parallel_size": args.data_parallel_size}.items() if v is not None},
+        max_error_rate=args.max_error_rate,
     )
 
 
@@ -133,6 +164,20 @@ def cmd_run(args: argparse.Namespace) -> int:
     result = run(config, progress=not args.no_progress, announce=lambda line: print(line, file=sys.stderr))
     print(format_summary(result.metrics))
     print(f"\nresults: {result.run_dir}")
+    return error_exit_code(result.metrics, config.max_error_rate)
+
+
+def error_exit_code(metrics: dict[str, Any], max_error_rate: float | None) -> int:
+    """1 when the share of failed requests over all tasks exceeds ``max_error_rate``."""
+    if max_error_rate is None:
+        return 0
+    requests = sum(m["performance"]["requests"] for m in metrics.values())
+    errors = sum(m["performance"]["errors"] for m in metrics.values())
+    rate = errors / requests if requests else 0.0
+    if rate > max_error_rate:
+        print(f"evalsuite: error rate {rate:.3f} ({errors}/{requests}) exceeds --max-error-rate {max_error_rate}",
+              file=sys.stderr)
+        return 1
     return 0
 
 
@@ -140,9 +185,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        if args.command == "list":
-            return cmd_list()
-        return cmd_run(args)
+        return args.handler(args)
     except UsageError as e:
         print(f"evalsuite: error: {e}", file=sys.stderr)
         return e.exit_code

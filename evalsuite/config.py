@@ -51,6 +51,10 @@ class RunConfig:
     run_id: str | None = None
     engine: EngineConfig = field(default_factory=EngineConfig)
     task_args: Mapping[str, Mapping[str, Any]] = field(default_factory=lambda: _frozen({}))
+    num_samples: int | None = None
+    allow_unsandboxed: bool = False
+    backend_args: Mapping[str, Any] = field(default_factory=lambda: _frozen({}))
+    max_error_rate: float | None = None
 
     def __post_init__(self) -> None:
         if not self.tasks:
@@ -65,6 +69,10 @@ class RunConfig:
             raise UsageError(f"--temperature must be >= 0, got {self.temperature}")
         if self.top_p is not None and not 0 < self.top_p <= 1:
             raise UsageError(f"--top-p must be in (0, 1], got {self.top_p}")
+        if self.num_samples is not None and self.num_samples < 1:
+            raise UsageError(f"--num-samples must be a positive integer, got {self.num_samples}")
+        if self.max_error_rate is not None and not 0 <= self.max_error_rate <= 1:
+            raise UsageError(f"--max-error-rate must be in [0, 1], got {self.max_error_rate}")
         if self.engine.tensor_parallel_size < 1:
             raise UsageError("--tensor-parallel-size must be >= 1")
 
@@ -75,4 +83,5 @@ class RunConfig:
         d["engine"] = {f.name: getattr(self.engine, f.name) for f in fields(self.engine)}
         d["engine"]["extra"] = dict(self.engine.extra)
         d["task_args"] = {k: dict(v) for k, v in self.task_args.items()}
+        d["backend_args"] = dict(self.backend_args)
         return d

@@ -42,6 +42,7 @@ def load_tasks(config: RunConfig, model: ModelRef) -> list[Task]:
     return [
         build_task(name, num_fewshot=config.num_fewshot, data_dir=config.data_dir, seed=config.seed,
                    model_path=model.path, max_model_len=config.engine.max_model_len,
+                   num_samples=config.num_samples, allow_unsandboxed=config.allow_unsandboxed or None,
                    explicit=dict(config.task_args.get(name, {})))
         for name in config.tasks
     ]
@@ -88,19 +89,40 @@ def build_requests(task: Task, config: RunConfig) -> list[GenerationRequest]:
     ]
 
 
-def open_backend(config: RunConfig, model: ModelRef):
+def backend_kwargs(config: RunConfig) -> dict[str, Any]:
+    """The settings the chosen backend's constructor declares.
+
+    Engine settings a backend does not take are left out; a backend-specific flag
+    given to a backend that does not take it (``--base-url`` with ``vllm``) raises
+    UsageError, as does an unknown backend name.
+    """
+    import inspect
+
     factory = backends.get(config.backend)
     e = config.engine
-    return factory(
-        model.path,
-        tensor_parallel_size=e.tensor_parallel_size,
-        max_model_len=e.max_model_len,
-        gpu_memory_utilization=e.gpu_memory_utilization,
-        dtype=e.dtype,
-        seed=config.seed,
-        enforce_eager=e.enforce_eager,
-        engine_args=dict(e.extra),
-    )
+    common = {
+        "tensor_parallel_size": e.tensor_parallel_size, "max_model_len": e.max_model_len,
+        "gpu_memory_utilization": e.gpu_memory_utilization, "dtype": e.dtype, "seed": config.seed,
+        "enforce_eager": e.enforce_eager, "engine_args": dict(e.extra),
+    }
+    accepted = inspect.signature(factory).parameters
+    for key in config.backend_args:
+        if key not in accepted:
+            flag = "--" + key.replace("_", "-").replace("base-urls", "base-url")
+            raise UsageError(f"{flag} does not apply to the {config.backend} backend")
+    return {k: v for k, v in {**common, **config.backend_args}.items() if k in accepted}
+
+
+def open_backend(config: RunConfig, model: ModelRef):
+    """Builds the run's backend; a missing library is a UsageError naming the extra."""
+    kwargs = backend_kwargs(config)
+    try:
+        return backends.get(config.backend)(model.path, **kwargs)
+    except ImportError as err:
+        raise UsageError(
+            f"the {config.backend} backend needs a library that is not installed ({err.name}); "
+            "on CPU hosts: pip install 'evalsuite[cpu]', on GPU hosts: pip install 'evalsuite[vllm]'"
+        ) from None
 
 
 def score(task: Task, requests: Sequence[GenerationRequest], generations: Sequence[Generation]) -> list[SampleRecord]:
@@ -202,6 +224,7 @@ def run(config: RunConfig, progress: bool = True, announce=None, backend=None) -
     """
     model = resolve_model(config.model)
     tasks = load_tasks(config, model)
+    backend_kwargs(config)  # fail on a bad backend flag before anything is written
     run_dir = Path(config.output_dir) / (config.run_id or new_run_id(model.name))
     if run_dir.exists():
         raise UsageError(f"run directory already exists: {run_dir} (choose another --run-id)")
