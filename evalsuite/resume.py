@@ -1,0 +1,160 @@
+"""Finishing an interrupted run: ``evalsuite run --resume RUN_DIR``.
+
+A run writes ``run.json`` (its config) before generating and appends each scored
+batch to ``samples.jsonl`` at once, so a run killed at any point leaves a
+directory that says what it was asked to do and what it finished. Resuming:
+
+1. reads the config back from ``run.json`` (:func:`load_run`);
+2. repairs ``samples.jsonl`` (:func:`repair_samples`): a torn last line (a kill
+   during a write) is dropped, duplicated ``(task, sample_id, repeat)`` records
+   keep their first copy, and the file is rewritten atomically if anything changed;
+3. generates only the requests that have no record (the response cache usually
+   answers the ones that were generated but not yet written), appends them, and
+   writes the final ``run.json`` with aggregates over kept and new records.
+
+``EVALSUITE_TEST_KILL_AT=<stage>`` makes a run SIGKILL itself at a named point
+(:data:`KILL_STAGES`): the fault-injection tests use it to stop a real run where
+they want to.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+from pathlib import Path
+from typing import Any, Mapping
+
+from evalsuite.config import EngineConfig, RunConfig
+from evalsuite.errors import UsageError
+from evalsuite.results import RunWriter
+from evalsuite.types import SampleRecord, Score, Timings
+
+KILL_ENV = "EVALSUITE_TEST_KILL_AT"
+KILL_STAGES = (
+    "started",        # run.json written, nothing generated yet
+    "generated",      # a batch came back from the backend, before it is scored and written
+    "batch_written",  # a batch was appended to samples.jsonl
+    "final_write",    # every sample written, before the final run.json
+)
+
+RecordKey = tuple[str, str, int]
+
+
+def kill_point(stage: str) -> None:
+    """SIGKILLs this process when ``$EVALSUITE_TEST_KILL_AT`` names ``stage`` (a test hook)."""
+    if os.environ.get(KILL_ENV) == stage:
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+def load_run(run_dir: Path) -> dict[str, Any]:
+    """``run.json`` of an existing run directory.
+
+    Raises UsageError when the directory, its ``run.json`` or its config is missing
+    or unreadable.
+    """
+    path = Path(run_dir) / "run.json"
+    if not Path(run_dir).is_dir():
+        raise UsageError(f"run directory does not exist: {run_dir}")
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise UsageError(f"{run_dir} has no run.json (not an evalsuite run directory)") from None
+    except (OSError, ValueError) as e:
+        raise UsageError(f"cannot read {path}: {e}") from None
+    if not isinstance(data.get("config"), dict):
+        raise UsageError(f"{path} has no config section")
+    return data
+
+
+def config_from_dict(d: Mapping[str, Any]) -> RunConfig:
+    """The :class:`RunConfig` that ``RunConfig.to_dict`` wrote (fields it does not
+    know are ignored, so older run.json files still load)."""
+    from dataclasses import fields
+
+    known = {f.name for f in fields(RunConfig)}
+    values = {k: v for k, v in d.items() if k in known}
+    engine_known = {f.name for f in fields(EngineConfig)}
+    values["engine"] = EngineConfig(**{k: v for k, v in dict(d.get("engine") or {}).items() if k in engine_known})
+    values["tasks"] = tuple(d.get("tasks") or ())
+    values["output_dir"] = Path(d.get("output_dir") or "results")
+    return RunConfig(**values)
+
+
+def resume_config(run_dir: Path, cache: bool = True) -> RunConfig:
+    """The config to finish ``run_dir`` with: the stored one, pointed at ``run_dir``."""
+    from dataclasses import replace
+
+    stored = load_run(run_dir)
+    return replace(config_from_dict(stored["config"]), resume=str(run_dir), cache=cache)
+
+
+def record_key(record: Mapping[str, Any]) -> RecordKey:
+    return (record["task"], str(record["sample_id"]), int(record.get("repeat", 0)))
+
+
+def repair_samples(run_dir: Path) -> list[dict[str, Any]]:
+    """The complete, distinct records of ``samples.jsonl``, repairing the file.
+
+    A line counts only if it ends in a newline and parses as a JSON object (a kill
+    during a write leaves a torn last line). Of records sharing ``(task,
+    sample_id, repeat)`` the first is kept. When anything was dropped the file is
+    rewritten (temporary file, then rename), so appends continue on a clean file.
+    A missing file means no finished samples.
+    """
+    path = Path(run_dir) / "samples.jsonl"
+    if not path.exists():
+        return []
+    raw = path.read_bytes()
+    records: list[dict[str, Any]] = []
+    seen: set[RecordKey] = set()
+    kept_lines: list[bytes] = []
+    lines = raw.split(b"\n")
+    # The piece after the last newline is empty for a clean file, a torn line otherwise.
+    for line in lines[:-1]:
+        try:
+            record = json.loads(line)
+            key = record_key(record)
+        except (ValueError, KeyError, TypeError):
+            continue
+        if key in seen:
+            continue
+        seen.add(key)
+        records.append(record)
+        kept_lines.append(line)
+    clean = b"".join(line + b"\n" for line in kept_lines)
+    if clean != raw:
+        tmp = path.with_name(f".{path.name}.tmp")
+        with open(tmp, "wb") as f:
+            f.write(clean)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    return records
+
+
+def record_from_dict(d: Mapping[str, Any]) -> SampleRecord:
+    """A :class:`SampleRecord` back from its ``samples.jsonl`` line."""
+    details = d.get("details") or {}
+    answers = d.get("answers") or {}
+    scores = {name: Score(value, answers.get(name), details.get(name))
+              for name, value in (d.get("verdicts") or {}).items()}
+    t = d.get("timings") or {}
+    itl = t.get("itl_s")
+    return SampleRecord(
+        task=d["task"], sample_id=d["sample_id"], repeat=d.get("repeat", 0), prompt=d.get("prompt", ""),
+        output=d.get("output", ""), target=d.get("target"), scores=scores,
+        prompt_tokens=d.get("prompt_tokens"), output_tokens=d.get("output_tokens"),
+        finish_reason=d.get("finish_reason"),
+        timings=Timings(e2e_s=t.get("e2e_s"), ttft_s=t.get("ttft_s"),
+                        itl_s=tuple(itl) if itl is not None else None),
+        error=d.get("error"), metadata=d.get("metadata") or {},
+    )
+
+
+class AppendWriter(RunWriter):
+    """A :class:`RunWriter` on an existing run directory, appending to its samples."""
+
+    def __init__(self, run_dir: Path) -> None:  # noqa: super().__init__ would create the directory
+        self.run_dir = Path(run_dir)
+        self._samples = open(self.run_dir / "samples.jsonl", "a", encoding="utf-8")
