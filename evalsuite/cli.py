@@ -36,7 +36,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     run = sub.add_parser("run", help="run tasks on a model and write results/<run_id>/")
-    run.add_argument("--tasks", type=_task_list, required=True, help="comma-separated task names")
+    run.add_argument("--tasks", type=_task_list, default=None, help="comma-separated task names (required unless --resume)")
     run.add_argument("--model", default=None, help="local model directory or hub id (default: the embedded SmolLM2-135M-Instruct)")
     run.add_argument("--backend", default="vllm", help="vllm (default) or hf")
     run.add_argument("--limit", type=int, default=None, help="first N samples of each task (default: all)")
@@ -71,8 +71,12 @@ def build_parser() -> argparse.ArgumentParser:
     server.add_argument("--data-parallel-size", type=int, default=None, help="in-process engine replicas (vllm)")
     run.add_argument("--max-error-rate", type=float, default=None,
                      help="exit with code 1 when the share of failed requests exceeds this (default: any error is tolerated)")
+    run.add_argument("--no-cache", action="store_true",
+                     help="neither read nor write the response cache ($EVALSUITE_CACHE/responses.sqlite)")
+    run.add_argument("--resume", metavar="RUN_DIR", default=None,
+                     help="finish an interrupted run with its stored config; finished samples are kept")
     run.add_argument("--no-progress", action="store_true")
-    run.set_defaults(handler=cmd_run)
+    run.set_defaults(handler=cmd_run, run_parser=run)
 
     sub.add_parser("list", help="list tasks and backends").set_defaults(handler=lambda args: cmd_list())
     for module in _command_modules():
@@ -114,8 +118,25 @@ def config_from_args(args: argparse.Namespace):
             "base_urls": tuple(args.base_url) or None, "max_concurrency": args.max_concurrency,
             "request_timeout": args.request_timeout, "max_retries": args.max_retries,
             "data_parallel_size": args.data_parallel_size}.items() if v is not None},
-        max_error_rate=args.max_error_rate,
+        max_error_rate=args.max_error_rate, cache=not args.no_cache,
     )
+
+
+RESUME_COMPATIBLE = frozenset({"resume", "no_cache", "no_progress", "handler", "run_parser", "command"})
+
+
+def resume_config_from_args(args: argparse.Namespace):
+    """The stored config of ``--resume RUN_DIR``; other flags that change what a run
+    does are refused, since the run must finish as it started."""
+    from evalsuite.resume import resume_config
+
+    parser = args.run_parser
+    given = [a.option_strings[0] for a in parser._actions
+             if a.dest not in RESUME_COMPATIBLE and a.option_strings and a.dest != "help"
+             and getattr(args, a.dest, a.default) != a.default]
+    if given:
+        raise UsageError(f"--resume finishes a run with its stored configuration; drop {', '.join(given)}")
+    return resume_config(Path(args.resume), cache=not args.no_cache)
 
 
 def _fmt(value: Any, digits: int = 4) -> str:
@@ -160,7 +181,7 @@ def cmd_list() -> int:
 def cmd_run(args: argparse.Namespace) -> int:
     from evalsuite.runner import run
 
-    config = config_from_args(args)
+    config = resume_config_from_args(args) if args.resume else config_from_args(args)
     result = run(config, progress=not args.no_progress, announce=lambda line: print(line, file=sys.stderr))
     print(format_summary(result.metrics))
     print(f"\nresults: {result.run_dir}")

@@ -4,6 +4,10 @@
 score -> write -> aggregate -> finish``. Misconfiguration raises
 :class:`~evalsuite.errors.UsageError` before the engine starts; a failed request
 is recorded on its sample and the run goes on.
+
+Generation goes through the response cache (:mod:`evalsuite.cache`): the engine
+starts only when some request is not cached. A resumed run (:mod:`evalsuite.resume`)
+keeps the records its directory already holds and generates only the rest.
 """
 
 from __future__ import annotations
@@ -14,6 +18,8 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Sequence
 
+from evalsuite import resume as resuming
+from evalsuite.cache import CachedBackend, ResponseCache, chat_template_sha256, default_path, run_identity
 from evalsuite.config import RunConfig
 from evalsuite.errors import UsageError
 from evalsuite.metrics import accuracy, distribution
@@ -160,8 +166,10 @@ def generate(task: Task, requests: list[GenerationRequest], backend, writer: Run
             generations = backend.generate(batch)
             if len(generations) != len(batch):
                 raise RuntimeError(f"backend {backend.name} returned {len(generations)} generations for {len(batch)} requests")
+            resuming.kill_point("generated")
             batch_records = score(task, batch, generations)
             writer.append(batch_records)
+            resuming.kill_point("batch_written")
             records.extend(batch_records)
             bar.update(len(batch))
     return records, time.perf_counter() - start
@@ -214,47 +222,101 @@ def describe_run(config: RunConfig, model: ModelRef, tasks: Sequence[Task]) -> d
     }
 
 
+def cached_backend(config: RunConfig, model: ModelRef, backend=None) -> CachedBackend:
+    """The run's backend behind the response cache, opened on the first cache miss.
+
+    The cache key's model and engine identity comes from the config and the model's
+    files (:func:`evalsuite.cache.run_identity`), so a fully cached run never starts
+    the engine; an already open ``backend`` is described by itself instead.
+    """
+    cache = ResponseCache(default_path()) if config.cache else None
+    identity = ""
+    if cache is not None and backend is not None:
+        d = backend.describe()
+        identity = run_identity(model, d.get("backend", backend.name), d.get("engine") or {},
+                                d.get("chat_template_sha256"))
+    elif cache is not None:
+        identity = run_identity(model, config.backend, backend_kwargs(config), chat_template_sha256(model.path))
+    opener = (lambda: backend) if backend is not None else (lambda: open_backend(config, model))
+    return CachedBackend(opener, identity, cache, name=config.backend)
+
+
+def _in_request_order(requests: Sequence[GenerationRequest], *groups: Sequence[SampleRecord]) -> list[SampleRecord]:
+    by_key = {(r.task, r.sample_id, r.repeat): r for group in groups for r in group}
+    return [by_key[(q.task, q.sample_id, q.repeat)] for q in requests if (q.task, q.sample_id, q.repeat) in by_key]
+
+
 def run(config: RunConfig, progress: bool = True, announce=None, backend=None) -> RunResult:
     """Runs every task of ``config`` and writes ``<output_dir>/<run_id>/``.
 
     Raises UsageError for bad configuration (before loading the model). If the run
     is interrupted, ``run.json`` says so and ``samples.jsonl`` keeps every sample
-    scored so far. ``backend``: an already open backend to use (and leave open),
-    e.g. one engine shared by a test session; by default one is built from config.
+    scored so far; ``config.resume`` (a run directory) finishes such a run, keeping
+    its records and generating only the missing ones. ``backend``: an already open
+    backend to use (and leave open), e.g. one engine shared by a test session; by
+    default one is built from config when the first uncached request needs it.
     """
     model = resolve_model(config.model)
     tasks = load_tasks(config, model)
     backend_kwargs(config)  # fail on a bad backend flag before anything is written
-    run_dir = Path(config.output_dir) / (config.run_id or new_run_id(model.name))
-    if run_dir.exists():
-        raise UsageError(f"run directory already exists: {run_dir} (choose another --run-id)")
+    previous: dict[str, Any] = {}
+    if config.resume:
+        run_dir = Path(config.resume)
+        previous = resuming.load_run(run_dir)
+        if previous.get("status") == "complete":
+            return RunResult(run_dir, previous.get("metrics") or {}, config.limit)
+    else:
+        run_dir = Path(config.output_dir) / (config.run_id or new_run_id(model.name))
+        if run_dir.exists():
+            raise UsageError(f"run directory already exists: {run_dir} (choose another --run-id)")
     header = describe_run(config, model, tasks)
+    if "backend" in previous:
+        header["backend"] = previous["backend"]
     if announce is not None:
         sizes = ", ".join(f"{name} ({info['num_samples']} samples)" for name, info in header["tasks"].items())
-        announce(f"evalsuite: {sizes} on {model.name} with {config.backend}; results in {run_dir}")
-    started = time.time()
-    with RunWriter(run_dir) as writer:
+        verb = "resuming" if config.resume else "results in"
+        announce(f"evalsuite: {sizes} on {model.name} with {config.backend}; {verb} {run_dir}")
+    started = previous.get("started_at", time.time())
+    if config.resume:
+        header["resumed_at"] = [*previous.get("resumed_at", []), time.time()]
+    kept = {resuming.record_key(d): resuming.record_from_dict(d) for d in resuming.repair_samples(run_dir)}
+    owned = backend is None
+    cached = cached_backend(config, model, backend)
+
+    def backend_opened(inner) -> None:
+        header["backend"] = inner.describe()
         writer.write_run({**header, "status": "running", "started_at": started})
+
+    cached.on_open = backend_opened
+    with (resuming.AppendWriter(run_dir) if config.resume else RunWriter(run_dir)) as writer:
+        writer.write_run({**header, "status": "running", "started_at": started})
+        resuming.kill_point("started")
         metrics: dict[str, Any] = {}
         try:
-            owned = backend is None
-            backend = open_backend(config, model) if owned else backend
             try:
-                header["backend"] = backend.describe()
-                writer.write_run({**header, "status": "running", "started_at": started})
                 for task in tasks:
                     requests = build_requests(task, config)
-                    records, wall_s = generate(task, requests, backend, writer, config.batch_size, progress)
+                    done = [kept[k] for k in ((q.task, q.sample_id, q.repeat) for q in requests) if k in kept]
+                    todo = [q for q in requests if (q.task, q.sample_id, q.repeat) not in kept]
+                    hits_before = cached.hits
+                    new, wall_s = generate(task, todo, cached, writer, config.batch_size, progress)
+                    records = _in_request_order(requests, done, new)
                     metrics[task.name] = aggregate(task, records, wall_s)
+                    metrics[task.name]["performance"].update(
+                        cache_hits=cached.hits - hits_before, resumed_records=len(done))
                     if task.write_artifacts is not None:
                         task.write_artifacts(records, run_dir)
             finally:
-                if owned:
-                    backend.close()
+                if owned and cached.opened:
+                    cached.inner.close()
+                cached.close()
         except BaseException as e:
             writer.write_run({**header, "status": "failed", "error": f"{type(e).__name__}: {e}",
                               "started_at": started, "finished_at": time.time(), "metrics": metrics})
             raise
+        header["cache"] = {"enabled": config.cache, "path": str(default_path()) if config.cache else None,
+                           "hits": cached.hits, "misses": cached.misses}
+        resuming.kill_point("final_write")
         writer.write_run({**header, "status": "complete", "started_at": started,
                           "finished_at": time.time(), "metrics": metrics})
     return RunResult(run_dir, metrics, config.limit)
