@@ -10,12 +10,21 @@ Read from ``<data_dir>/gsm8k/{train,test}.jsonl`` when ``--data-dir`` or
 
 Prompts:
 - ``cot`` (default): zero-shot chat chain of thought ending "The answer is N".
-- ``fewshot``: lm-evaluation-harness's ``gsm8k`` format, k shots of
-  ``Question: ...\\nAnswer: <solution>`` from the train split, plain completion.
+- ``fewshot``: lm-evaluation-harness's ``gsm8k`` task (0.4.x, task version 3)
+  rendered byte for byte: k shots (5 by default) of
+  ``Question: ...\\nAnswer: <solution>\\n\\n`` from the train split, drawn per
+  item by lm-eval's default sampler (one ``random.Random(fewshot_seed)`` shared
+  by all items in order, ``sample(train, k)`` each), plain completion, stop
+  sequences ``Question:``, ``</s>``, ``<|im_end|>``, 256 output tokens.
 
-Scorers (as in lm-evaluation-harness): ``strict-match`` reads the answer only
-where the format asked for it; ``flexible-extract`` takes the last ``\\boxed{}``,
-else the last number. Both compare numbers after normalisation.
+Scorers (named as in lm-evaluation-harness). With ``extraction="evalsuite"``
+(the default for ``cot``): ``strict-match`` reads the answer only where the
+format asked for it; ``flexible-extract`` takes the last ``\\boxed{}``, else the
+last number; both compare numbers after normalisation. With
+``extraction="lm-eval"`` (the default for ``fewshot``): lm-eval's own two
+filters (``#### N`` first match; last ``-?[$0-9.,]{2,}|-?[0-9]+`` match) and its
+``exact_match`` string comparison after removing ``,``, ``$``, everything up to
+``#### `` and a final ``.``, case-insensitively (lm_eval/tasks/gsm8k/gsm8k.yaml).
 """
 
 from __future__ import annotations
@@ -31,7 +40,7 @@ from evalsuite.errors import UsageError
 from evalsuite.task import Scorer, Task, task
 from evalsuite.types import Message, Sample, SamplingParams, Score
 
-VERSION = "1"
+VERSION = "2"
 
 COT_TEMPLATE = (
     "Solve the following math word problem. Think step by step, then write the "
@@ -47,6 +56,13 @@ _STRICT_RE = re.compile(
     rf"(?:####|\banswer\s+is\s*:?|\bfinal\s+answer\s*(?:is\s*)?:?)[*_\s]*({_NUMBER})",
     re.IGNORECASE,
 )
+
+
+# lm-evaluation-harness gsm8k.yaml: its filters and exact_match's regexes_to_ignore.
+LM_EVAL_STRICT_RE = re.compile(r"#### (\-?[0-9\.\,]+)")
+LM_EVAL_FLEXIBLE_RE = re.compile(r"(-?[$0-9.,]{2,})|(-?[0-9]+)")
+LM_EVAL_IGNORE = (",", r"\$", r"(?s).*#### ", r"\.$")
+LM_EVAL_FEWSHOT = 5
 
 
 def normalize_number(text: str) -> str | None:
@@ -103,6 +119,28 @@ def flexible_extract(output: str) -> str | None:
     return None
 
 
+def lm_eval_strict_match(output: str) -> str | None:
+    """lm-eval's ``strict-match`` filter: the first ``#### N``, unnormalised, or None."""
+    found = LM_EVAL_STRICT_RE.findall(output)
+    return found[0].strip() if found else None
+
+
+def lm_eval_flexible_extract(output: str) -> str | None:
+    """lm-eval's ``flexible-extract`` filter: the last number-like run, unnormalised, or None."""
+    found = LM_EVAL_FLEXIBLE_RE.findall(output)
+    if not found:
+        return None
+    groups = [g for g in found[-1] if g]
+    return groups[0].strip() if groups else None
+
+
+def lm_eval_normalize(text: str) -> str:
+    """A string as lm-eval's gsm8k ``exact_match`` compares it (regexes removed in order, lower-cased)."""
+    for pattern in LM_EVAL_IGNORE:
+        text = re.sub(pattern, "", text)
+    return text.lower()
+
+
 def gold_answer(solution: str) -> str:
     """The number after ``####`` in a GSM8K solution, normalised."""
     value = normalize_number(solution.split("####")[-1].strip())
@@ -117,6 +155,21 @@ def _scorer(name: str, extract, primary: bool = False) -> Scorer:
         return Score(float(answer is not None and answer == sample.target), answer)
 
     return Scorer(name, score, primary)
+
+
+def _lm_eval_scorer(name: str, extract, primary: bool = False) -> Scorer:
+    def score(output: str, sample: Sample) -> Score:
+        answer = extract(output)
+        right = answer is not None and lm_eval_normalize(answer) == sample.metadata["reference"]
+        return Score(float(right), answer)
+
+    return Scorer(name, score, primary)
+
+
+def _metadata(doc: dict, extraction: str) -> dict:
+    if extraction == "lm-eval":  # the reference lm-eval's exact_match compares against
+        return {"question": doc["question"], "reference": lm_eval_normalize(doc["answer"])}
+    return {"question": doc["question"]}
 
 
 def _load_split(split: str, folder: Path | None) -> tuple[list[dict], Path | None]:
@@ -135,56 +188,81 @@ def _load_split(split: str, folder: Path | None) -> tuple[list[dict], Path | Non
 
 
 def fewshot_prefix(shots: list[dict]) -> str:
+    """Shots as lm-eval renders them: ``Question: q\\nAnswer: a`` joined and ended by a blank line."""
     return "".join(f"Question: {d['question']}\nAnswer: {d['answer']}\n\n" for d in shots)
+
+
+def fewshot_shots(pool: list[dict], k: int, n_items: int, seed: int) -> list[list[dict]]:
+    """The ``k`` shots of each of ``n_items`` items, as lm-eval's default ContextSampler draws them.
+
+    One ``random.Random(seed)`` is shared by all items in dataset order and draws
+    ``sample(pool, k)`` per item (lm_eval/api/samplers.py; the pool is the train
+    split, so no item is excluded). Item ``i``'s shots do not depend on ``--limit``.
+    """
+    rnd = random.Random(seed)
+    return [rnd.sample(pool, k) for _ in range(n_items)]
 
 
 @task("gsm8k")
 def gsm8k(
-    num_fewshot: int = 0,
+    num_fewshot: int | None = None,
     prompt: str | None = None,
     data_dir: str | None = None,
     split: str = "test",
     fewshot_seed: int = 1234,
+    extraction: str | None = None,
 ) -> Task:
-    """GSM8K with the zero-shot chat CoT prompt, or ``num_fewshot`` shots.
+    """GSM8K with the zero-shot chat CoT prompt, or lm-eval's few-shot prompt.
 
     ``prompt`` is ``cot`` or ``fewshot``; by default ``fewshot`` when
-    ``num_fewshot > 0``. Shots are drawn once from the train split with
-    ``fewshot_seed`` and shared by every item.
+    ``num_fewshot > 0``. ``fewshot`` takes ``num_fewshot`` shots (default 5, as
+    lm-eval's gsm8k) drawn per item with ``fewshot_seed`` (lm-eval's default
+    1234), see :func:`fewshot_shots`. ``extraction`` is ``evalsuite`` or
+    ``lm-eval`` (defaults: ``evalsuite`` for ``cot``, ``lm-eval`` for ``fewshot``).
+    Raises UsageError for an unknown prompt or extraction or a negative shot count.
     """
-    prompt = prompt or ("fewshot" if num_fewshot > 0 else "cot")
+    prompt = prompt or ("fewshot" if (num_fewshot or 0) > 0 else "cot")
     if prompt not in ("cot", "fewshot"):
         raise UsageError(f"gsm8k: unknown prompt {prompt!r} (use 'cot' or 'fewshot')")
-    if num_fewshot < 0:
+    if num_fewshot is not None and num_fewshot < 0:
         raise UsageError("gsm8k: --num-fewshot must be >= 0")
+    extraction = extraction or ("lm-eval" if prompt == "fewshot" else "evalsuite")
+    if extraction not in ("evalsuite", "lm-eval"):
+        raise UsageError(f"gsm8k: unknown extraction {extraction!r} (use 'evalsuite' or 'lm-eval')")
     folder = resolve_data_dir(data_dir)
     docs, path = _load_split(split, folder)
     files = [path] if path else []
     if prompt == "fewshot":
+        num_fewshot = LM_EVAL_FEWSHOT if num_fewshot is None else num_fewshot
         pool, train_path = _load_split("train", folder)
-        shots = random.Random(fewshot_seed).sample(pool, num_fewshot)
-        files.append(train_path) if train_path else None
-        prefix = fewshot_prefix(shots)
+        files.append(train_path)
         samples = [
-            Sample(f"{split}-{i}", f"{prefix}Question: {d['question']}\nAnswer:", gold_answer(d["answer"]),
-                   {"question": d["question"]})
-            for i, d in enumerate(docs)
+            Sample(f"{split}-{i}", f"{fewshot_prefix(shots)}Question: {d['question']}\nAnswer:",
+                   gold_answer(d["answer"]), _metadata(d, extraction))
+            for i, (d, shots) in enumerate(zip(docs, fewshot_shots(pool, num_fewshot, len(docs), fewshot_seed)))
         ]
         params = SamplingParams(max_tokens=256, stop=FEWSHOT_STOP)
     else:
+        num_fewshot = 0
         samples = [
             Sample(f"{split}-{i}", (Message("user", COT_TEMPLATE.format(question=d["question"])),),
-                   gold_answer(d["answer"]), {"question": d["question"]})
+                   gold_answer(d["answer"]), _metadata(d, extraction))
             for i, d in enumerate(docs)
         ]
         params = SamplingParams(max_tokens=512)
+    if extraction == "lm-eval":
+        scorers = (_lm_eval_scorer("strict-match", lm_eval_strict_match, primary=True),
+                   _lm_eval_scorer("flexible-extract", lm_eval_flexible_extract))
+    else:
+        scorers = (_scorer("strict-match", strict_match, primary=True), _scorer("flexible-extract", flexible_extract))
     return Task(
         name="gsm8k",
         version=VERSION,
         samples=samples,
-        scorers=(_scorer("strict-match", strict_match, primary=True), _scorer("flexible-extract", flexible_extract)),
+        scorers=scorers,
         params=params,
         data_files=tuple(p for p in files if p),
         source="openai/gsm8k (main)",
-        args={"num_fewshot": num_fewshot, "prompt": prompt, "split": split, "fewshot_seed": fewshot_seed},
+        args={"num_fewshot": num_fewshot, "prompt": prompt, "split": split, "fewshot_seed": fewshot_seed,
+              "extraction": extraction},
     )
