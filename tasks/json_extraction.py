@@ -1,0 +1,476 @@
+"""JSON extraction: read a text, answer with a JSON object that follows a schema.
+
+Dataset: generated here, deterministically from the run's ``seed`` (no download):
+``num_cases`` cases in four families, interleaved so that any ``--limit`` prefix
+holds all of them in turn:
+
+- ``resume_en`` / ``resume_zh``: a résumé sentence in English or Chinese ->
+  ``name``, ``phone``, ``email`` (``format: email``), ``skills`` (unordered,
+  at most 6), ``experience_years``;
+- ``order``: an order with 1-4 line items -> ``order_id``, ``customer``,
+  ``currency`` (an enum), ``items`` (unordered objects with ``name``,
+  ``quantity``, ``unit_price``);
+- ``event``: an event announcement -> ``title``, ``start_date``/``end_date``
+  (``format: date``, written out in words in the text), a nested ``location``
+  with an optional ``venue``, an optional ``organizer``.
+
+Schemas are bounded (``maxItems``, ``maxLength``, ``maximum``) so constrained
+decoding cannot repeat list items forever. ``data_file`` replaces the generated
+cases with a user JSONL file, one ``{"text", "schema", "gold"}`` object a line
+(optional ``"id"``); each schema must be valid Draft 2020-12 and each gold object
+must follow it.
+
+Two task names share the cases: ``json_extraction`` (free generation) and
+``json_extraction_constrained`` (the backend constrains decoding to the case's
+schema: vLLM structured outputs), so one run shows both side by side.
+
+Scorers (one row each, see :mod:`evalsuite.scoring.json_format`): ``strict-parse``,
+``lenient-parse``, ``schema-valid`` (primary; the lenient parse against the schema,
+Draft 2020-12 with formats asserted), ``exact-match`` (the whole object),
+``field-accuracy``, ``field-precision``, ``field-recall``, ``field-f1`` (per-sample,
+then averaged over samples). The task's extra metrics count outcomes
+(valid / invalid / truncated / error, truncated meaning cut off by the token
+limit) and repeat every row over the outputs that were not cut off.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+from typing import Any, Callable, Mapping, Sequence
+
+from evalsuite.data import read_jsonl, require_file
+from evalsuite.errors import UsageError
+from evalsuite.metrics import accuracy
+from evalsuite.scoring import json_format as jf
+from evalsuite.task import Scorer, Task, task
+from evalsuite.types import Message, Sample, SampleRecord, SamplingParams, Score
+
+VERSION = "1"
+FAMILIES = ("resume_en", "resume_zh", "order", "event")
+
+PROMPT = (
+    "Extract the information in the text below into a JSON object that follows this "
+    "JSON Schema. Leave out optional fields that the text does not mention. Answer with "
+    "the JSON object only.\n\nJSON Schema:\n{schema}\n\nText:\n{text}"
+)
+
+# --- Schemas ------------------------------------------------------------------
+
+_NAME = {"type": "string", "maxLength": 60}
+
+RESUME_SCHEMA: dict[str, Any] = {
+    "$schema": "https://json-schema.org/draft/2020-12/schema",
+    "type": "object",
+    "properties": {
+        "name": _NAME,
+        "phone": {"type": "string", "maxLength": 30},
+        "email": {"type": "string", "format": "email"},
+        "skills": {"type": "array", "items": {"type": "string", "maxLength": 30},
+                   "minItems": 1, "maxItems": 6, jf.UNORDERED: True},
+        "experience_years": {"type": "integer", "minimum": 0, "maximum": 60},
+    },
+    "required": ["name", "phone", "email", "skills", "experience_years"],
+    "additionalProperties": False,
+}
+
+CURRENCIES = ("USD", "EUR", "GBP", "CNY", "JPY")
+
+ORDER_SCHEMA: dict[str, Any] = {
+    "$schema": "https://json-schema.org/draft/2020-12/schema",
+    "type": "object",
+    "properties": {
+        "order_id": {"type": "string", "maxLength": 20},
+        "customer": _NAME,
+        "currency": {"enum": list(CURRENCIES)},
+        "items": {
+            "type": "array", "minItems": 1, "maxItems": 5, jf.UNORDERED: True,
+            "items": {
+                "type": "object",
+                "properties": {
+                    "name": {"type": "string", "maxLength": 40},
+                    "quantity": {"type": "integer", "minimum": 1, "maximum": 1000},
+                    "unit_price": {"type": "number", "minimum": 0, "maximum": 100000},
+                },
+                "required": ["name", "quantity", "unit_price"],
+                "additionalProperties": False,
+            },
+        },
+    },
+    "required": ["order_id", "customer", "currency", "items"],
+    "additionalProperties": False,
+}
+
+EVENT_SCHEMA: dict[str, Any] = {
+    "$schema": "https://json-schema.org/draft/2020-12/schema",
+    "type": "object",
+    "properties": {
+        "title": {"type": "string", "maxLength": 80},
+        "start_date": {"type": "string", "format": "date"},
+        "end_date": {"type": "string", "format": "date"},
+        "location": {
+            "type": "object",
+            "properties": {"venue": _NAME, "city": _NAME, "country": _NAME},
+            "required": ["city", "country"],
+            "additionalProperties": False,
+        },
+        "organizer": _NAME,
+    },
+    "required": ["title", "start_date", "location"],
+    "additionalProperties": False,
+}
+
+SCHEMAS = {"resume_en": RESUME_SCHEMA, "resume_zh": RESUME_SCHEMA, "order": ORDER_SCHEMA, "event": EVENT_SCHEMA}
+
+# --- Case generators ------------------------------------------------------------
+
+_EN_FIRST = ("Maria", "James", "Aisha", "Tom", "Priya", "Lucas", "Sofia", "Daniel", "Chen", "Olga", "Kwame", "Emma")
+_EN_LAST = ("Lopez", "Smith", "Khan", "Novak", "Patel", "Silva", "Rossi", "Brown", "Wu", "Ivanova", "Mensah", "Berg")
+_EN_SKILLS = ("Python", "SQL", "Docker", "Java", "Rust", "React", "Terraform", "Spark", "Go", "Kubernetes",
+              "TypeScript", "PostgreSQL", "AWS", "Linux")
+_EN_ROLES = ("backend development", "data engineering", "frontend development", "DevOps", "machine learning")
+_EN_TEMPLATES = (
+    "{name} can be reached at {phone} or {email}. Skilled in {skills}, with {years} years of experience in {role}.",
+    "Candidate: {name}. Phone: {phone}. Email: {email}. {years} years of {role}; main skills are {skills}.",
+    "With {years} years in {role}, {name} ({email}, tel. {phone}) works mostly with {skills}.",
+)
+
+_ZH_NAMES = ("李娜", "王伟", "张敏", "刘洋", "陈静", "杨磊", "赵丽", "黄强", "周杰", "吴芳")
+_ZH_PINYIN = {"李娜": "lina", "王伟": "wangwei", "张敏": "zhangmin", "刘洋": "liuyang", "陈静": "chenjing",
+              "杨磊": "yanglei", "赵丽": "zhaoli", "黄强": "huangqiang", "周杰": "zhoujie", "吴芳": "wufang"}
+_ZH_ROLES = ("后端开发", "前端开发", "数据分析", "运维", "算法")
+_ZH_TEMPLATES = (
+    "{name}，手机 {phone}，邮箱 {email}。熟悉 {skills}，有 {years} 年{role}经验。",
+    "求职者{name}，{years} 年{role}经验，擅长 {skills}。联系电话 {phone}，电子邮箱 {email}。",
+)
+_DOMAINS = ("example.com", "example.org", "example.net", "mail.example.com")
+
+_PRODUCTS = ("notebook", "pen", "stapler", "desk lamp", "USB cable", "coffee mug", "backpack", "monitor stand",
+             "keyboard", "water bottle")
+_CUSTOMERS = ("Greenleaf Café", "Northwind Traders", "Blue Harbor Ltd", "Atlas Robotics", "Maple & Co",
+              "Sunrise Bakery", "Orbit Labs")
+_CURRENCY_WORDS = {"USD": "US dollars", "EUR": "euros", "GBP": "pounds sterling", "CNY": "yuan", "JPY": "yen"}
+_ORDER_TEMPLATES = (
+    "Order {order_id} from {customer}: {items}. All prices in {currency_words}.",
+    "{customer} placed order {order_id} ({currency}): {items}.",
+)
+
+_EVENT_KINDS = ("Robotics Meetup", "Data Science Summit", "Open Source Day", "Climate Tech Forum", "Poetry Night",
+                "Startup Pitch Evening")
+_EVENT_ADJ = ("Spring", "Autumn", "Annual", "Northern", "Community", "Winter")
+_PLACES = (("Lisbon", "Portugal"), ("Nairobi", "Kenya"), ("Osaka", "Japan"), ("Toronto", "Canada"),
+           ("Krakow", "Poland"), ("Lyon", "France"), ("Chengdu", "China"), ("Austin", "United States"))
+_VENUES = ("Hall B", "City Library", "Riverside Convention Center", "Room 204", "Old Market Hall")
+_ORGS = ("Tech Guild", "OpenLab Foundation", "University Robotics Club", "Civic Hub")
+_MONTHS = ("January", "February", "March", "April", "May", "June", "July", "August", "September", "October",
+           "November", "December")
+
+
+def _join_en(parts: Sequence[str]) -> str:
+    return parts[0] if len(parts) == 1 else ", ".join(parts[:-1]) + " and " + parts[-1]
+
+
+def _join_zh(parts: Sequence[str]) -> str:
+    return parts[0] if len(parts) == 1 else "、".join(parts[:-1]) + " 和 " + parts[-1]
+
+
+def resume_zh_text(name: str, phone: str, email: str, skills: Sequence[str], years: int, role: str,
+                   template: int = 0) -> str:
+    """A Chinese résumé sentence (template 0 is the issue's example form)."""
+    return _ZH_TEMPLATES[template].format(name=name, phone=phone, email=email, skills=_join_zh(skills),
+                                          years=years, role=role)
+
+
+def _resume_en(rng: random.Random) -> tuple[str, dict]:
+    first, last = rng.choice(_EN_FIRST), rng.choice(_EN_LAST)
+    gold = {
+        "name": f"{first} {last}",
+        "phone": f"+1 {rng.randint(200, 989)}-555-{rng.randint(0, 9999):04d}",
+        "email": f"{first.lower()}.{last.lower()}@{rng.choice(_DOMAINS)}",
+        "skills": rng.sample(_EN_SKILLS, rng.randint(2, 4)),
+        "experience_years": rng.randint(1, 25),
+    }
+    text = rng.choice(_EN_TEMPLATES).format(name=gold["name"], phone=gold["phone"], email=gold["email"],
+                                            skills=_join_en(gold["skills"]), years=gold["experience_years"],
+                                            role=rng.choice(_EN_ROLES))
+    return text, gold
+
+
+def _resume_zh(rng: random.Random) -> tuple[str, dict]:
+    name = rng.choice(_ZH_NAMES)
+    gold = {
+        "name": name,
+        "phone": f"1{rng.randint(30, 89)}-{rng.randint(0, 9999):04d}-{rng.randint(0, 9999):04d}",
+        "email": f"{_ZH_PINYIN[name]}@{rng.choice(_DOMAINS)}",
+        "skills": rng.sample(_EN_SKILLS, rng.randint(2, 4)),
+        "experience_years": rng.randint(1, 25),
+    }
+    text = resume_zh_text(gold["name"], gold["phone"], gold["email"], gold["skills"], gold["experience_years"],
+                          rng.choice(_ZH_ROLES), template=rng.randrange(len(_ZH_TEMPLATES)))
+    return text, gold
+
+
+def _price(value: float | int) -> str:
+    return str(value) if isinstance(value, int) else f"{value:.2f}"
+
+
+def _order(rng: random.Random) -> tuple[str, dict]:
+    currency = rng.choice(CURRENCIES)
+    items = []
+    for product in rng.sample(_PRODUCTS, rng.randint(1, 4)):
+        # Yen prices are whole numbers; the others have cents.
+        price = rng.randint(1, 300) * 10 if currency == "JPY" else rng.randint(50, 20000) / 100
+        items.append({"name": product, "quantity": rng.randint(1, 12), "unit_price": price})
+    gold = {"order_id": f"{rng.choice('ABCDEFGH')}-{rng.randint(1000, 9999)}", "customer": rng.choice(_CUSTOMERS),
+            "currency": currency, "items": items}
+    described = _join_en([f"{it['quantity']} x {it['name']} at {_price(it['unit_price'])} each" for it in items])
+    text = rng.choice(_ORDER_TEMPLATES).format(order_id=gold["order_id"], customer=gold["customer"], items=described,
+                                               currency=currency, currency_words=_CURRENCY_WORDS[currency])
+    return text, gold
+
+
+def _date_words(year: int, month: int, day: int) -> str:
+    return f"{_MONTHS[month - 1]} {day}, {year}"
+
+
+def _event(rng: random.Random) -> tuple[str, dict]:
+    year, month, day = rng.randint(2024, 2027), rng.randint(1, 12), rng.randint(1, 26)
+    city, country = rng.choice(_PLACES)
+    gold: dict[str, Any] = {"title": f"{rng.choice(_EVENT_ADJ)} {rng.choice(_EVENT_KINDS)}",
+                            "start_date": f"{year:04d}-{month:02d}-{day:02d}"}
+    when = f"on {_date_words(year, month, day)}"
+    if rng.random() < 0.4:
+        end = day + rng.randint(1, 2)
+        gold["end_date"] = f"{year:04d}-{month:02d}-{end:02d}"
+        when = f"from {_date_words(year, month, day)} to {_date_words(year, month, end)}"
+    location: dict[str, str] = {}
+    where = f"{city}, {country}"
+    if rng.random() < 0.6:
+        location["venue"] = rng.choice(_VENUES)
+        where = f"{location['venue']}, {where}"
+    gold["location"] = {**location, "city": city, "country": country}
+    text = f"The {gold['title']} takes place {when} at {where}."
+    if rng.random() < 0.5:
+        gold["organizer"] = rng.choice(_ORGS)
+        text += f" It is organised by {gold['organizer']}."
+    return text, gold
+
+
+GENERATORS: dict[str, Callable[[random.Random], tuple[str, dict]]] = {
+    "resume_en": _resume_en, "resume_zh": _resume_zh, "order": _order, "event": _event,
+}
+
+
+def make_sample(case_id: str, family: str, text: str, schema: Mapping[str, Any], gold: Any) -> Sample:
+    """A sample: the chat prompt, the gold object as target, schema/text/family in metadata."""
+    prompt = PROMPT.format(schema=json.dumps(schema, ensure_ascii=False), text=text)
+    return Sample(case_id, (Message("user", prompt),), gold, {"family": family, "text": text, "schema": schema})
+
+
+def generate_cases(seed: int, num_cases: int, families: Sequence[str] = FAMILIES) -> list[Sample]:
+    """``num_cases`` samples cycling through ``families``; family ``f`` draws from its
+    own ``random.Random(f"{seed}:{f}")`` so adding a family never changes another's cases.
+
+    Ids are ``<family>-<k>`` with ``k`` counting within the family.
+    """
+    rngs = {f: random.Random(f"{seed}:{f}") for f in families}
+    counts = dict.fromkeys(families, 0)
+    samples = []
+    for i in range(num_cases):
+        family = families[i % len(families)]
+        text, gold = GENERATORS[family](rngs[family])
+        samples.append(make_sample(f"{family}-{counts[family]}", family, text, SCHEMAS[family], gold))
+        counts[family] += 1
+    return samples
+
+
+def load_cases(path: Path) -> list[Sample]:
+    """Samples from a user JSONL file of ``{"text", "schema", "gold"[, "id"]}`` lines.
+
+    Raises UsageError naming the line for a missing field, an invalid schema, a
+    gold object that breaks its own schema, or a repeated id.
+    """
+    samples, seen = [], set()
+    for n, row in enumerate(read_jsonl(path), 1):
+        where = f"{path}: case {n}"
+        if not isinstance(row, dict) or not {"text", "schema", "gold"} <= set(row):
+            raise UsageError(f"{where}: needs the fields text, schema and gold")
+        if not isinstance(row["text"], str) or not isinstance(row["schema"], dict):
+            raise UsageError(f"{where}: text must be a string and schema an object")
+        problem = jf.check_schema(row["schema"])
+        if problem:
+            raise UsageError(f"{where}: schema is not valid Draft 2020-12 ({problem})")
+        errors = jf.schema_errors(row["gold"], row["schema"])
+        if errors:
+            raise UsageError(f"{where}: gold does not follow its schema ({errors[0]})")
+        case_id = str(row.get("id", f"case-{n}"))
+        if case_id in seen:
+            raise UsageError(f"{where}: id {case_id!r} repeats")
+        seen.add(case_id)
+        samples.append(make_sample(case_id, str(row.get("family", "user")), row["text"], row["schema"], row["gold"]))
+    if not samples:
+        raise UsageError(f"{path}: no cases")
+    return samples
+
+
+# --- Scoring --------------------------------------------------------------------
+
+
+def _dump(value: Any) -> str:
+    return json.dumps(value, ensure_ascii=False)
+
+
+def score_strict_parse(output: str, sample: Sample) -> Score:
+    parsed = jf.strict_parse(output)
+    return Score(float(parsed.ok), _dump(parsed.value) if parsed.ok else None, parsed.error)
+
+
+def score_lenient_parse(output: str, sample: Sample) -> Score:
+    parsed = jf.lenient_parse(output)
+    return Score(float(parsed.ok), _dump(parsed.value) if parsed.ok else None,
+                 parsed.error or (f"found in {parsed.source}" if parsed.source != "whole" else None))
+
+
+def score_schema_valid(output: str, sample: Sample) -> Score:
+    parsed = jf.lenient_parse(output)
+    if not parsed.ok:
+        return Score(0.0, None, parsed.error)
+    errors = jf.schema_errors(parsed.value, sample.metadata["schema"])
+    return Score(float(not errors), _dump(parsed.value), errors[0] if errors else None)
+
+
+def score_exact_match(output: str, sample: Sample) -> Score:
+    parsed = jf.lenient_parse(output)
+    if not parsed.ok:
+        return Score(0.0, None, parsed.error)
+    schema = sample.metadata["schema"]
+    return Score(float(jf.canonical(parsed.value, schema) == jf.canonical(sample.target, schema)), _dump(parsed.value))
+
+
+def _field_scorer(name: str) -> Callable[[str, Sample], Score]:
+    def score(output: str, sample: Sample) -> Score:
+        parsed = jf.lenient_parse(output)
+        if not parsed.ok:
+            return Score(0.0, None, parsed.error)
+        fs = jf.field_scores(parsed.value, sample.target, sample.metadata["schema"])
+        counts = {"correct": fs.correct, "predicted": fs.predicted, "gold": fs.gold}
+        return Score(getattr(fs, name), counts)
+
+    return score
+
+
+SCORERS = (
+    Scorer("strict-parse", score_strict_parse),
+    Scorer("lenient-parse", score_lenient_parse),
+    Scorer("schema-valid", score_schema_valid, primary=True),
+    Scorer("exact-match", score_exact_match),
+    Scorer("field-accuracy", _field_scorer("accuracy")),
+    Scorer("field-precision", _field_scorer("precision")),
+    Scorer("field-recall", _field_scorer("recall")),
+    Scorer("field-f1", _field_scorer("f1")),
+)
+
+
+def outcome(record: SampleRecord) -> str:
+    """``valid`` / ``invalid`` / ``truncated`` / ``error`` for a scored record
+    (the rule of :func:`evalsuite.scoring.json_format.classify_output`)."""
+    if record.scores["schema-valid"].value == 1.0:
+        return "valid"
+    if record.error is not None:
+        return "error"
+    return "truncated" if record.finish_reason == "length" else "invalid"
+
+
+def aggregate_outcomes(records: Sequence[SampleRecord]) -> dict[str, Any]:
+    """The task's extra metrics.
+
+    - ``outcomes``: counts of valid / invalid / truncated / error and ``n``;
+    - ``truncated_rate``: share of outputs cut off by the token limit
+      (``finish_reason == "length"``, valid or not), as a metric row;
+    - ``finished``: every scorer's row again over the outputs that were not cut
+      off and did not fail (for constrained decoding, ``schema-valid`` there is
+      expected to be 1.0);
+    - ``unchecked_formats``: formats in the cases' schemas that cannot be asserted here.
+    """
+    counts = dict.fromkeys(jf.OUTCOMES, 0)
+    for r in records:
+        counts[outcome(r)] += 1
+    truncated = [float(r.finish_reason == "length") for r in records]
+    finished = [r for r in records if r.finish_reason != "length" and r.error is None]
+    schemas = {jf._key(r.metadata["schema"]): r.metadata["schema"] for r in records if "schema" in r.metadata}
+    return {
+        "outcomes": {**counts, "n": len(records)},
+        "truncated_rate": accuracy(truncated, [True] * len(truncated)),
+        "finished": {
+            s.name: accuracy([r.scores[s.name].value for r in finished],
+                             [r.scores[s.name].extracted for r in finished])
+            for s in SCORERS
+        },
+        "unchecked_formats": sorted({f for s in schemas.values() for f in jf.unchecked_formats(s)}),
+    }
+
+
+# --- Factories --------------------------------------------------------------------
+
+
+def _families(value: str | Sequence[str] | None) -> tuple[str, ...]:
+    if value is None:
+        return FAMILIES
+    names = tuple(v.strip() for v in (value.split(",") if isinstance(value, str) else value) if v.strip())
+    unknown = [n for n in names if n not in FAMILIES]
+    if unknown or not names:
+        raise UsageError(f"json_extraction: unknown family {unknown[0] if unknown else ''!r}; "
+                         f"choose from {', '.join(FAMILIES)}")
+    return names
+
+
+def build(name: str, constrained: bool, seed: int, num_cases: int, families: str | Sequence[str] | None,
+          data_file: str | None, max_tokens: int) -> Task:
+    if num_cases < 1:
+        raise UsageError(f"{name}: num_cases must be a positive integer, got {num_cases}")
+    if max_tokens < 1:
+        raise UsageError(f"{name}: max_tokens must be a positive integer, got {max_tokens}")
+    files: tuple[Path, ...] = ()
+    if data_file is not None:
+        path = require_file(Path(data_file).expanduser(), flag=f"--task-arg {name}.data_file")
+        samples, files, source = load_cases(path), (path,), f"user file {path.name}"
+        chosen: tuple[str, ...] = ()
+    else:
+        chosen = _families(families)
+        samples, source = generate_cases(seed, num_cases, chosen), f"generated (seed {seed})"
+    return Task(
+        name=name,
+        version=VERSION,
+        samples=samples,
+        scorers=SCORERS,
+        params=SamplingParams(max_tokens=max_tokens),
+        aggregate=aggregate_outcomes,
+        json_schema=(lambda s: s.metadata["schema"]) if constrained else None,
+        data_files=files,
+        source=source,
+        args={"seed": seed, "num_cases": len(samples), "families": list(chosen), "data_file": data_file,
+              "max_tokens": max_tokens, "constrained": constrained},
+    )
+
+
+@task("json_extraction")
+def json_extraction(seed: int = 0, num_cases: int = 200, families: str | Sequence[str] | None = None,
+                    data_file: str | None = None, max_tokens: int = 256) -> Task:
+    """Free generation: the model writes the JSON object on its own.
+
+    ``seed`` (the run's ``--seed``) fixes the generated cases; ``families`` is a
+    comma-separated subset of ``resume_en,resume_zh,order,event``; ``data_file``
+    is a JSONL file of user cases used instead; ``max_tokens`` is the default
+    output budget (``--max-tokens`` overrides it).
+    """
+    return build("json_extraction", False, int(seed), int(num_cases), families, data_file, int(max_tokens))
+
+
+@task("json_extraction_constrained")
+def json_extraction_constrained(seed: int = 0, num_cases: int = 200, families: str | Sequence[str] | None = None,
+                                data_file: str | None = None, max_tokens: int = 256) -> Task:
+    """The same cases as ``json_extraction``, decoded under each case's JSON Schema
+    (backends that support it: vLLM structured outputs)."""
+    return build("json_extraction_constrained", True, int(seed), int(num_cases), families, data_file,
+                 int(max_tokens))
