@@ -1,0 +1,305 @@
+"""``compare BASE CAND``: is the candidate run worse than the baseline, and where?
+
+Three kinds of check, each against a thresholds file (YAML, see
+``thresholds/default.yaml``):
+
+- **accuracy**, per task and extractor, on the samples both runs scored
+  (paired by task, sample id and repeat): the exact McNemar test for 0/1
+  verdicts, the paired bootstrap otherwise (:mod:`evalsuite.stats`). A drop is
+  a regression when it is larger than ``max_drop`` (absolute, in the metric's
+  units) *and* significant (``p < alpha``): a drop that small samples cannot
+  tell from noise is reported, not failed.
+- **latency**, per task: the relative increase of a performance figure
+  (default ``e2e_ms_p95``) above ``max_increase`` (0.25 = +25%).
+- **memory**: the relative increase of each memory figure named in
+  ``metrics`` (names as the report shows them, e.g. ``peak_rss_gib``; a name
+  matches any figure ending in it) above ``max_increase``.
+
+A check whose figure is missing from either run is reported as ``n/a``, never
+failed. The outcome: ``regression`` when any check regressed (exit code 1).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+from evalsuite.errors import UsageError
+from evalsuite.report import RunData, fmt, load_run, memory_figures, primary_scorer, verdict_index
+from evalsuite.stats import paired_test
+
+PASS, REGRESSION, IMPROVED, NA = "pass", "REGRESSION", "improved", "n/a"
+
+DEFAULT_THRESHOLDS: dict[str, Any] = {
+    "accuracy": {"max_drop": 0.02, "alpha": 0.05, "scorers": "primary", "resamples": 10_000},
+    "latency": {"metric": "e2e_ms_p95", "max_increase": 0.25},
+    "memory": {"metrics": [], "max_increase": 0.10},
+    "tasks": {},
+}
+_SECTIONS = {"accuracy": {"max_drop", "alpha", "scorers", "resamples"},
+             "latency": {"metric", "max_increase"},
+             "memory": {"metrics", "max_increase"}}
+
+
+def load_thresholds(path: str | Path | None) -> dict[str, Any]:
+    """The thresholds file merged over :data:`DEFAULT_THRESHOLDS`.
+
+    ``tasks: {NAME: {max_drop: ..., alpha: ..., max_increase: ...}}`` overrides
+    the accuracy and latency limits for one task. Raises UsageError for a
+    missing file, an unknown key or a negative limit.
+    """
+    import yaml
+
+    merged = {k: (dict(v) if isinstance(v, dict) else v) for k, v in DEFAULT_THRESHOLDS.items()}
+    if path is None:
+        return merged
+    path = Path(path)
+    if not path.is_file():
+        raise UsageError(f"thresholds file not found: {path}")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as err:
+        raise UsageError(f"{path}: not valid YAML ({str(err).splitlines()[0]})") from None
+    if not isinstance(data, dict):
+        raise UsageError(f"{path}: thresholds are a mapping with accuracy/latency/memory sections")
+    for section, values in data.items():
+        if section == "tasks":
+            if not isinstance(values, dict):
+                raise UsageError(f"{path}: 'tasks' maps task names to limits")
+            merged["tasks"] = {str(k): dict(v or {}) for k, v in values.items()}
+            continue
+        if section not in _SECTIONS:
+            raise UsageError(f"{path}: unknown section '{section}' (known: accuracy, latency, memory, tasks)")
+        values = values or {}
+        unknown = set(values) - _SECTIONS[section]
+        if unknown:
+            raise UsageError(f"{path}: unknown key '{sorted(unknown)[0]}' in '{section}' "
+                             f"(known: {', '.join(sorted(_SECTIONS[section]))})")
+        merged[section].update(values)
+    for section, key in (("accuracy", "max_drop"), ("latency", "max_increase"), ("memory", "max_increase")):
+        if not isinstance(merged[section][key], (int, float)) or merged[section][key] < 0:
+            raise UsageError(f"{path}: {section}.{key} must be a number >= 0")
+    if not 0 < merged["accuracy"]["alpha"] <= 1:
+        raise UsageError(f"{path}: accuracy.alpha must be in (0, 1]")
+    if merged["accuracy"]["scorers"] not in ("primary", "all"):
+        raise UsageError(f"{path}: accuracy.scorers must be 'primary' or 'all'")
+    return merged
+
+
+@dataclass(frozen=True)
+class Check:
+    """One row of the verdict table. ``delta`` is candidate minus baseline
+    (absolute for accuracy, relative for latency and memory)."""
+
+    kind: str
+    task: str
+    metric: str
+    base: float | None
+    cand: float | None
+    delta: float | None
+    limit: str
+    verdict: str
+    test: str | None = None
+    p_value: float | None = None
+    n: int | None = None
+    detail: str = ""
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """Everything ``compare`` found; ``regressed`` decides the exit code."""
+
+    base: str
+    cand: str
+    checks: Sequence[Check]
+    warnings: Sequence[str] = ()
+    config_changes: Mapping[str, tuple[Any, Any]] = field(default_factory=dict)
+
+    @property
+    def regressed(self) -> bool:
+        return any(c.verdict == REGRESSION for c in self.checks)
+
+    @property
+    def outcome(self) -> str:
+        return "regression" if self.regressed else "pass"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"base": self.base, "candidate": self.cand, "outcome": self.outcome,
+                "checks": [asdict(c) for c in self.checks], "warnings": list(self.warnings),
+                "config_changes": {k: {"base": a, "candidate": b} for k, (a, b) in self.config_changes.items()}}
+
+
+def _task_limit(thresholds: Mapping[str, Any], task: str, section: str, key: str) -> Any:
+    override = thresholds.get("tasks", {}).get(task) or {}
+    return override.get(key, thresholds[section][key])
+
+
+def accuracy_checks(base: RunData, cand: RunData, thresholds: Mapping[str, Any]) -> tuple[list[Check], list[str]]:
+    """Paired tests per task and extractor on the samples both runs scored."""
+    checks, warnings = [], []
+    b_index, c_index = verdict_index(base), verdict_index(cand)
+    for task in [t for t in base.tasks if t in cand.metrics]:
+        keys = [k for k in b_index if k[0] == task]
+        paired = [k for k in keys if k in c_index]
+        unpaired = len(keys) + sum(1 for k in c_index if k[0] == task) - 2 * len(paired)
+        if unpaired:
+            warnings.append(f"{task}: {unpaired} samples are in only one run and are left out of the paired test")
+        primary = primary_scorer(base, task)
+        scorers = list((base.metrics[task].get("scores") or {})) if thresholds["accuracy"]["scorers"] == "all" \
+            else [primary] if primary else []
+        max_drop = _task_limit(thresholds, task, "accuracy", "max_drop")
+        alpha = _task_limit(thresholds, task, "accuracy", "alpha")
+        for scorer in scorers:
+            pairs = [((b_index[k].get("verdicts") or {}).get(scorer), (c_index[k].get("verdicts") or {}).get(scorer))
+                     for k in paired]
+            pairs = [(x, y) for x, y in pairs if x is not None and y is not None]
+            limit = f"drop <= {max_drop:g} or p >= {alpha:g}"
+            if not pairs:
+                checks.append(Check("accuracy", task, scorer, None, None, None, limit, NA, detail="no paired samples"))
+                continue
+            xs, ys = [float(x) for x, _ in pairs], [float(y) for _, y in pairs]
+            result = paired_test(xs, ys, resamples=int(thresholds["accuracy"]["resamples"]))
+            b_mean, c_mean = sum(xs) / len(xs), sum(ys) / len(ys)
+            delta = c_mean - b_mean
+            significant = result["p_value"] < alpha
+            if -delta > max_drop and significant:
+                verdict = REGRESSION
+            elif delta > max_drop and significant:
+                verdict = IMPROVED
+            else:
+                verdict = PASS
+            detail = (f"{result['losses']} lost, {result['wins']} gained" if result["test"] == "mcnemar-exact"
+                      else f"mean diff 95% CI [{result['ci95'][0]:.3f}, {result['ci95'][1]:.3f}]")
+            if verdict == PASS and -delta > max_drop:
+                detail += "; drop not significant"
+            checks.append(Check("accuracy", task, scorer, b_mean, c_mean, delta, limit, verdict,
+                                result["test"], result["p_value"], result["n"], detail))
+    for task in base.tasks:
+        if task not in cand.metrics:
+            warnings.append(f"{task}: in the baseline only; not compared")
+    for task in cand.tasks:
+        if task not in base.metrics:
+            warnings.append(f"{task}: in the candidate only; not compared")
+    return checks, warnings
+
+
+def _relative(base: float | None, cand: float | None) -> float | None:
+    if base is None or cand is None or base <= 0:
+        return None
+    return cand / base - 1
+
+
+def latency_checks(base: RunData, cand: RunData, thresholds: Mapping[str, Any]) -> list[Check]:
+    """Relative increase of the latency figure per task."""
+    metric = thresholds["latency"]["metric"]
+    checks = []
+    for task in [t for t in base.tasks if t in cand.metrics]:
+        b = (base.metrics[task].get("performance") or {}).get(metric)
+        c = (cand.metrics[task].get("performance") or {}).get(metric)
+        limit_value = _task_limit(thresholds, task, "latency", "max_increase")
+        rel = _relative(b, c)
+        verdict = NA if rel is None else REGRESSION if rel > limit_value else PASS
+        checks.append(Check("latency", task, metric, b, c, rel, f"increase <= {limit_value:.0%}", verdict,
+                            detail="" if rel is not None else "not measured in both runs"))
+    return checks
+
+
+def _all_memory(run: RunData) -> dict[str, float]:
+    out = dict(run.memory)
+    for task, m in run.metrics.items():
+        out.update(memory_figures({"metrics": {task: m}}))
+    return out
+
+
+def memory_checks(base: RunData, cand: RunData, thresholds: Mapping[str, Any]) -> list[Check]:
+    """Relative increase of each named memory figure (matched by name suffix)."""
+    limit_value = thresholds["memory"]["max_increase"]
+    b_all, c_all = _all_memory(base), _all_memory(cand)
+    checks = []
+    for wanted in thresholds["memory"]["metrics"] or []:
+        names = [n for n in b_all if n == wanted or n.endswith("." + wanted)]
+        if not names:
+            checks.append(Check("memory", "-", wanted, None, c_all.get(wanted), None, f"increase <= {limit_value:.0%}",
+                                NA, detail="not recorded in the baseline"))
+        for name in names:
+            b, c = b_all.get(name), c_all.get(name)
+            rel = _relative(b, c)
+            verdict = NA if rel is None else REGRESSION if rel > limit_value else PASS
+            checks.append(Check("memory", "-", name, b, c, rel, f"increase <= {limit_value:.0%}", verdict,
+                                detail="" if rel is not None else "not recorded in both runs"))
+    return checks
+
+
+def config_changes(base: RunData, cand: RunData) -> dict[str, tuple[Any, Any]]:
+    """Settings that differ between the runs (model, backend, engine, sampling), flattened."""
+    def flat(run: RunData) -> dict[str, Any]:
+        out: dict[str, Any] = {"model": run.info("model", "name"), "model.sha256": run.info("model", "sha256")}
+        for header in run.headers:
+            for key, value in (header.get("config") or {}).items():
+                if key in ("output_dir", "run_id", "tasks"):
+                    continue
+                if isinstance(value, dict):
+                    out.update({f"{key}.{k}": v for k, v in value.items()})
+                else:
+                    out[key] = value
+            for task, info in (header.get("tasks") or {}).items():
+                out.update({f"{task}.sampling.{k}": v for k, v in (info.get("sampling") or {}).items() if k != "seed"})
+        return out
+
+    b, c = flat(base), flat(cand)
+    return {k: (b.get(k), c.get(k)) for k in sorted(set(b) | set(c))
+            if json.dumps(b.get(k), sort_keys=True, default=str) != json.dumps(c.get(k), sort_keys=True, default=str)}
+
+
+def compare_runs(base: RunData, cand: RunData, thresholds: Mapping[str, Any]) -> Comparison:
+    """Every check of ``thresholds`` on two loaded runs."""
+    acc, warnings = accuracy_checks(base, cand, thresholds)
+    return Comparison(base=base.label, cand=cand.label,
+                      checks=acc + latency_checks(base, cand, thresholds) + memory_checks(base, cand, thresholds),
+                      warnings=warnings, config_changes=config_changes(base, cand))
+
+
+def _delta(check: Check) -> str:
+    if check.delta is None:
+        return "-"
+    return f"{check.delta:+.3f}" if check.kind == "accuracy" else f"{check.delta:+.1%}"
+
+
+def to_markdown(comparison: Comparison) -> str:
+    """The verdict table and notes, for a CI comment."""
+    mark = {REGRESSION: "❌ REGRESSION", PASS: "✅ pass", IMPROVED: "🟢 improved", NA: "n/a"}
+    lines = [f"## evalsuite compare: `{comparison.cand}` vs baseline `{comparison.base}`", "",
+             f"**Outcome: {comparison.outcome.upper()}**", "",
+             "| check | task | metric | baseline | candidate | change | limit | test | p | n | verdict | detail |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for c in comparison.checks:
+        p = "-" if c.p_value is None else (f"{c.p_value:.2e}" if c.p_value < 1e-3 else f"{c.p_value:.3f}")
+        lines.append(f"| {c.kind} | {c.task} | {c.metric} | {fmt(c.base)} | {fmt(c.cand)} | {_delta(c)} | {c.limit} | "
+                     f"{c.test or '-'} | {p} | {fmt(c.n)} | {mark[c.verdict]} | {c.detail} |")
+    if comparison.config_changes:
+        lines += ["", "Settings that differ:", "", "| setting | baseline | candidate |", "|---|---|---|"]
+        lines += [f"| {k} | {fmt(a)} | {fmt(b)} |" for k, (a, b) in comparison.config_changes.items()]
+    if comparison.warnings:
+        lines += [""] + [f"- ⚠ {w}" for w in comparison.warnings]
+    lines += ["", "Accuracy: paired by task, sample id and repeat; exact McNemar for 0/1 verdicts, paired "
+              "bootstrap otherwise. A drop fails only when it exceeds the limit and is significant."]
+    return "\n".join(lines) + "\n"
+
+
+def write_comparison(base_ref: str | Path, cand_ref: str | Path, thresholds_path: str | Path | None,
+                     output_dir: str | Path | None = None, results_dir: str | Path = "results") -> tuple[Comparison, Path]:
+    """Loads both runs, compares them and writes ``compare.json`` and ``compare.md``
+    into ``output_dir`` (default ``reports/compare_<base>_vs_<cand>/``)."""
+    thresholds = load_thresholds(thresholds_path)
+    base, cand = load_run(base_ref, results_dir), load_run(cand_ref, results_dir)
+    comparison = compare_runs(base, cand, thresholds)
+    folder = Path(output_dir) if output_dir else Path("reports") / f"compare_{base.label}_vs_{cand.label}"
+    folder.mkdir(parents=True, exist_ok=True)
+    data = {**comparison.to_dict(), "thresholds": thresholds,
+            "paths": {"base": str(base.path), "candidate": str(cand.path)}}
+    (folder / "compare.json").write_text(json.dumps(data, indent=2, default=str, ensure_ascii=False) + "\n",
+                                         encoding="utf-8")
+    (folder / "compare.md").write_text(to_markdown(comparison), encoding="utf-8")
+    return comparison, folder

@@ -1,0 +1,264 @@
+"""Suites: several tasks, each with its own generation settings, in one YAML file.
+
+A suite names a model, a backend and its engine settings once, and lists task
+entries; each entry becomes one :class:`~evalsuite.config.RunConfig` (one task
+per run, because sampling settings are per run). ``evalsuite run --suite FILE``
+runs them all, sharing one engine between entries whose engine settings agree,
+and writes ``<output_dir>/<suite_run_id>/<entry id>/`` plus ``suite.json``.
+``evalsuite report`` and ``evalsuite compare`` read such a directory as one run.
+
+Format (every key but ``tasks`` optional)::
+
+    name: smoke
+    model: null                  # a local directory or hub id; null: the embedded model
+    backend: vllm
+    data_dir: null               # else EVALSUITE_DATA_DIR
+    seed: 0
+    batch_size: 256
+    max_error_rate: null
+    backend_args: {}             # e.g. {base_urls: [http://...], max_concurrency: 8}
+    engine:                      # EngineConfig fields; other engine arguments under extra
+      tensor_parallel_size: 1
+      max_model_len: 8192
+      extra: {}
+    defaults:                    # task settings every entry starts from
+      limit: 10
+    tasks:
+      - name: gsm8k              # a registered task
+        id: gsm8k-fewshot        # run directory name; default: name (must be unique)
+        limit: 20
+        num_fewshot: 5
+        max_tokens: 256
+        temperature: 0.0
+        top_p: 1.0
+        seed: 0
+        system_prompt: null
+        num_samples: null        # generations per sample (pass@k)
+        allow_unsandboxed: false
+        args: {prompt: fewshot}  # the task factory's own arguments
+        engine: {}               # engine overrides for this entry (runs on its own engine)
+        optional: false          # true: skipped, with a note, when the task is not installed
+"""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import json
+import sys
+import time
+from dataclasses import dataclass, fields, replace
+from pathlib import Path
+from typing import Any, Mapping
+
+from evalsuite.config import EngineConfig, RunConfig
+from evalsuite.errors import UsageError
+
+SUITE_FILE = "suite.json"
+
+_SUITE_KEYS = {"name", "description", "model", "backend", "data_dir", "seed", "batch_size",
+               "max_error_rate", "backend_args", "engine", "defaults", "tasks"}
+_ENTRY_KEYS = {"name", "id", "limit", "num_fewshot", "max_tokens", "temperature", "top_p", "seed",
+               "system_prompt", "num_samples", "allow_unsandboxed", "args", "engine", "optional"}
+_ENGINE_KEYS = {f.name for f in fields(EngineConfig)}
+
+
+@dataclass(frozen=True)
+class Suite:
+    """A loaded suite: its ``name``, the file it came from, one RunConfig per
+    entry (``run_id`` set to the entry id) and the optional entries skipped
+    because their task is not installed."""
+
+    name: str
+    path: Path
+    configs: tuple[RunConfig, ...]
+    skipped: tuple[str, ...] = ()
+    description: str = ""
+
+
+def _check_keys(where: str, given: Mapping[str, Any], allowed: set[str]) -> None:
+    for key in given:
+        if key not in allowed:
+            close = difflib.get_close_matches(str(key), sorted(allowed), n=1, cutoff=0.6)
+            hint = f" (did you mean '{close[0]}'?)" if close else ""
+            raise UsageError(f"{where}: unknown key '{key}'{hint}; allowed: {', '.join(sorted(allowed))}")
+
+
+def _mapping(where: str, value: Any) -> dict[str, Any]:
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise UsageError(f"{where} must be a mapping, got {type(value).__name__}")
+    return value
+
+
+def _engine(where: str, base: Mapping[str, Any], override: Mapping[str, Any]) -> EngineConfig:
+    _check_keys(where, override, _ENGINE_KEYS)
+    merged = {**base, **override}
+    merged["extra"] = {**dict(base.get("extra") or {}), **dict(override.get("extra") or {})}
+    return EngineConfig(**merged)
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    import yaml
+
+    if not path.is_file():
+        raise UsageError(f"suite file not found: {path}")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as err:
+        raise UsageError(f"{path}: not valid YAML ({str(err).splitlines()[0]})") from None
+    if not isinstance(data, dict):
+        raise UsageError(f"{path}: a suite is a mapping with a 'tasks' list")
+    return data
+
+
+def read_suite(path: str | Path, overrides: Mapping[str, Any] | None = None) -> Suite:
+    """Reads and checks a suite file.
+
+    ``overrides``: suite-level values that replace the file's (``model``,
+    ``data_dir``, ``backend``) or every entry's ``limit`` (``limit``); ``None``
+    values are ignored. Output paths are not set here: :func:`run_suite` does that.
+
+    Raises UsageError for a missing or malformed file, an unknown key (with a
+    "did you mean"), an unknown task that is not ``optional``, duplicate entry
+    ids, or a setting RunConfig rejects.
+    """
+    from evalsuite.registry import tasks as task_registry
+
+    path = Path(path)
+    data = _read_yaml(path)
+    _check_keys(str(path), data, _SUITE_KEYS)
+    over = {k: v for k, v in (overrides or {}).items() if v is not None}
+    entries = data.get("tasks")
+    if not isinstance(entries, list) or not entries:
+        raise UsageError(f"{path}: 'tasks' must be a non-empty list of task entries")
+    defaults = _mapping(f"{path}: defaults", data.get("defaults"))
+    _check_keys(f"{path}: defaults", defaults, _ENTRY_KEYS - {"name", "id", "optional"})
+    engine_base = _mapping(f"{path}: engine", data.get("engine"))
+    _check_keys(f"{path}: engine", engine_base, _ENGINE_KEYS)
+
+    known = set(task_registry.names())
+    configs: list[RunConfig] = []
+    skipped: list[str] = []
+    seen: set[str] = set()
+    for i, raw in enumerate(entries):
+        if isinstance(raw, str):
+            raw = {"name": raw}
+        where = f"{path}: tasks[{i}]"
+        raw = _mapping(where, raw)
+        _check_keys(where, raw, _ENTRY_KEYS)
+        entry = {**defaults, **raw}
+        name = entry.get("name")
+        if not name:
+            raise UsageError(f"{where}: every task entry needs a 'name'")
+        if name not in known:
+            if entry.get("optional"):
+                skipped.append(name)
+                continue
+            task_registry.get(name)  # raises with "did you mean"
+        entry_id = str(entry.get("id") or name)
+        if entry_id in seen:
+            raise UsageError(f"{where}: duplicate entry id '{entry_id}' (give each entry its own 'id')")
+        seen.add(entry_id)
+        args = _mapping(f"{where}: args", entry.get("args"))
+        configs.append(RunConfig(
+            tasks=(name,),
+            model=over.get("model", data.get("model")),
+            backend=over.get("backend", data.get("backend", "vllm")),
+            limit=over.get("limit", entry.get("limit")),
+            num_fewshot=entry.get("num_fewshot"),
+            data_dir=over.get("data_dir", data.get("data_dir")),
+            max_tokens=entry.get("max_tokens"),
+            temperature=entry.get("temperature"),
+            top_p=entry.get("top_p"),
+            seed=entry.get("seed", data.get("seed", 0)),
+            system_prompt=entry.get("system_prompt"),
+            batch_size=data.get("batch_size", 256),
+            run_id=entry_id,
+            engine=_engine(f"{where}: engine", engine_base, _mapping(f"{where}: engine", entry.get("engine"))),
+            task_args={name: args} if args else {},
+            num_samples=entry.get("num_samples"),
+            allow_unsandboxed=bool(entry.get("allow_unsandboxed", False)),
+            backend_args=_mapping(f"{path}: backend_args", data.get("backend_args")),
+            max_error_rate=data.get("max_error_rate"),
+        ))
+    if not configs:
+        raise UsageError(f"{path}: none of the suite's tasks is installed (skipped: {', '.join(skipped)})")
+    return Suite(name=str(data.get("name") or path.stem), path=path, configs=tuple(configs),
+                 skipped=tuple(skipped), description=str(data.get("description") or ""))
+
+
+def load_suite(path: str | Path) -> list[RunConfig]:
+    """One RunConfig per task entry of the suite file at ``path`` (see the module
+    docstring for the format). Raises UsageError as :func:`read_suite` does."""
+    return list(read_suite(path).configs)
+
+
+def engine_group(config: RunConfig) -> str:
+    """A key equal for configs that can share one backend instance."""
+    e = config.engine
+    return json.dumps([config.model, config.backend, e.tensor_parallel_size, e.max_model_len,
+                       e.gpu_memory_utilization, e.dtype, e.enforce_eager, dict(e.extra),
+                       dict(config.backend_args)], sort_keys=True, default=str)
+
+
+def run_suite(path: str | Path, args: Any) -> int:
+    """Runs every entry of a suite; the handler of ``evalsuite run --suite FILE``.
+
+    ``args`` is the ``run`` command's namespace: ``--model``, ``--data-dir`` and
+    ``--limit`` override the suite's values when given; the suite's directory is
+    ``<--output-dir>/<--run-id or a new id>/``. Entries with the same model,
+    backend and engine settings share one engine, opened once. Returns the exit
+    code: 1 when the share of failed requests over the suite exceeds the suite's
+    ``max_error_rate`` (or ``--max-error-rate``), else 0.
+    """
+    from evalsuite.cli import error_exit_code, format_summary
+    from evalsuite.models import resolve_model
+    from evalsuite.results import new_run_id, write_json_atomic
+    from evalsuite.runner import load_tasks, open_backend, run
+
+    suite = read_suite(path, {"model": getattr(args, "model", None), "data_dir": getattr(args, "data_dir", None),
+                              "limit": getattr(args, "limit", None)})
+    for name in suite.skipped:
+        print(f"evalsuite: suite {suite.name}: task '{name}' is not installed; skipped", file=sys.stderr)
+    first_model = resolve_model(suite.configs[0].model)
+    suite_id = getattr(args, "run_id", None) or new_run_id(f"{suite.name}-{first_model.name}")
+    suite_dir = Path(getattr(args, "output_dir", None) or "results") / suite_id
+    if suite_dir.exists():
+        raise UsageError(f"suite directory already exists: {suite_dir} (choose another --run-id)")
+    configs = [replace(c, output_dir=suite_dir) for c in suite.configs]
+    for config in configs:  # every entry's data and arguments are checked before any engine starts
+        load_tasks(config, resolve_model(config.model))
+    suite_dir.mkdir(parents=True)
+    text = suite.path.read_bytes()
+    header = {"schema_version": 1, "suite": suite.name, "description": suite.description,
+              "file": str(suite.path), "sha256": hashlib.sha256(text).hexdigest(),
+              "runs": [c.run_id for c in configs], "skipped": list(suite.skipped), "started_at": time.time()}
+    write_json_atomic(suite_dir / SUITE_FILE, {**header, "status": "running"})
+
+    progress = not getattr(args, "no_progress", False)
+    announce = lambda line: print(line, file=sys.stderr)  # noqa: E731
+    metrics: dict[str, Any] = {}
+    groups: dict[str, list[RunConfig]] = {}
+    for config in configs:
+        groups.setdefault(engine_group(config), []).append(config)
+    try:
+        for group in groups.values():
+            backend = open_backend(group[0], resolve_model(group[0].model))
+            try:
+                for config in group:
+                    result = run(config, progress=progress, announce=announce, backend=backend)
+                    metrics.update({f"{config.run_id}/{k}" if k in metrics else k: v
+                                    for k, v in result.metrics.items()})
+            finally:
+                backend.close()
+    except BaseException:
+        write_json_atomic(suite_dir / SUITE_FILE, {**header, "status": "failed", "finished_at": time.time()})
+        raise
+    write_json_atomic(suite_dir / SUITE_FILE, {**header, "status": "complete", "finished_at": time.time()})
+    print(format_summary(metrics))
+    print(f"\nresults: {suite_dir}")
+    limits = [c.max_error_rate for c in configs if c.max_error_rate is not None]
+    cli_limit = getattr(args, "max_error_rate", None)
+    return error_exit_code(metrics, cli_limit if cli_limit is not None else (min(limits) if limits else None))
