@@ -1,0 +1,1029 @@
+"""Reading and checking a model's solutions to an equation, without ``eval``.
+
+``sympify`` and ``parse_expr`` run Python on their input, and math-verify's plain
+(non-LaTeX) path calls ``parse_expr``; model text therefore goes through a small
+restricted grammar of our own, which builds sympy numbers directly and refuses
+anything outside its caps. The grammar covers what models write:
+
+- numbers (decimals are read as exact fractions), ``+ - * / ^ **``, implicit
+  products (``2\\sqrt{3}``, ``3i``), ``!``, parentheses, ``\\frac``, ``\\sqrt[n]{}``,
+  ``sqrt()``, ``\\pi``, ``e``, ``i``/``I`` (imaginary unit), ``ln``, ``log_b``, ``exp``;
+- answers as ``x = 2 or x = 3``, ``x_1 = ..., x_2 = ...``, ``x = 1 \\pm \\sqrt{2}``,
+  ``\\boxed{}``, sets ``{2, 3}`` / ``\\{2, 3\\}`` / ``x \\in \\{...\\}``, tuples
+  ``(x, y) = (1, 2)`` for systems, ``x = 3 (multiplicity 2)``, "no solution".
+
+Caps (:class:`Limits`): output size, answer size, bracket depth, power-tower
+height, integer size and exponent size. An answer over a cap is *unverifiable*,
+as is one whose check outlives the time limit: :class:`VerifierPool` runs each
+check in a worker process that is killed and replaced when it overruns.
+
+Comparison (:func:`compare`): every claimed solution is matched to a gold one,
+exactly where sympy's automatic simplification makes the difference 0, else
+numerically (relative difference <= 1e-9 at 30 digits). Without multiplicity the
+claims are compared as a set, with it as a multiset; in the real domain a
+non-real claim is an extra root. Substituting each claim back into the
+equations is reported separately (:func:`substitution_check`).
+"""
+
+from __future__ import annotations
+
+import math
+import multiprocessing
+import os
+import re
+import time
+from dataclasses import dataclass, field
+from multiprocessing.connection import wait as wait_for
+from typing import Any, Callable, Sequence
+
+import sympy
+
+__all__ = [
+    "Limits", "EquationSpec", "Verdict", "ParseError", "CapExceeded",
+    "parse_value", "parse_equation", "parse_answer", "extract_answer", "compare",
+    "substitution_check", "verify", "VerifierPool",
+]
+
+RELATIVE_TOLERANCE = 1e-9
+SUBSTITUTION_TOLERANCE = 1e-8
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Caps on one verification; anything over a cap is "unverifiable".
+
+    ``time_limit_s``: wall seconds a worker may spend on one answer.
+    ``max_output_chars`` / ``max_answer_chars``: sizes of the whole output and of
+    the extracted answer. ``max_depth``: bracket nesting. ``max_power_height``:
+    nested exponents (``a^{b^{c}}`` has height 2). ``max_int_bits``: size of any
+    exact numerator or denominator. ``max_exponent``: largest exponent on a
+    non-rational base. ``memory_mib``: address-space cap of a worker process.
+    """
+
+    time_limit_s: float = 5.0
+    max_output_chars: int = 100_000
+    max_answer_chars: int = 2_000
+    max_depth: int = 50
+    max_power_height: int = 3
+    max_int_bits: int = 128
+    max_exponent: int = 64
+    memory_mib: int = 2048
+
+
+@dataclass(frozen=True)
+class EquationSpec:
+    """A problem as the verifier needs it (plain data, picklable).
+
+    ``equations``: one or more ``lhs = rhs`` strings in the plain grammar.
+    ``variables``: the unknowns, in the order of solution tuples.
+    ``solutions``: the gold solutions, each a tuple of value strings (one per
+    variable); a repeated root appears once per multiplicity when ``multiplicity``.
+    ``domain``: ``real`` or ``complex``.
+    """
+
+    equations: tuple[str, ...]
+    variables: tuple[str, ...]
+    solutions: tuple[tuple[str, ...], ...]
+    domain: str = "complex"
+    multiplicity: bool = False
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """The outcome of one verification.
+
+    ``status``: ``right``, ``wrong``, ``no-answer`` or ``unverifiable``.
+    ``answer``: the claimed solutions as strings (``"2"``, ``"(1, -2)"``), or None
+    when none were read. ``detail``: why. ``substitution``: 1.0 when at least one
+    solution was claimed and every claim satisfies every equation, 0.0 when not,
+    None when nothing could be checked; ``substitution_detail`` explains it.
+    """
+
+    status: str
+    answer: list[str] | None
+    detail: str
+    substitution: float | None = None
+    substitution_detail: str = ""
+
+
+class ParseError(ValueError):
+    """The text is not an answer in the grammar."""
+
+
+class CapExceeded(ValueError):
+    """The text is over one of the :class:`Limits`: its check is refused."""
+
+
+# ---------------------------------------------------------------------------
+# Normalisation and tokens
+
+_UNICODE = {
+    "\u2212": "-", "\u2013": "-", "\u00b7": "*", "\u00d7": "*", "\u22c5": "*", "\u00f7": "/",
+    "\u00b1": "\\pm ", "\u2213": "\\mp ", "\u221a": "\\sqrt ", "\u03c0": "\\pi ", "\u2208": " \\in ",
+    "\u2205": "\\emptyset ", "\u2248": " \\approx ", "\u00b2": "^2", "\u00b3": "^3", "\u2009": " ",
+    "\u00a0": " ",
+}
+_UNICODE.update({chr(0x2080 + d): f"_{d}" for d in range(10)})
+_UNICODE_RE = re.compile("|".join(map(re.escape, _UNICODE)))
+_TEXT_CMD_RE = re.compile(r"\\(?:text|textbf|textit|mathrm|mathit|mathbf|operatorname|mbox)\s*\{([^{}]*)\}")
+_SPACING_RE = re.compile(r"\\[,;:! ]|\\(?:displaystyle|limits)\b|~|&")
+_SEPARATOR_RE = re.compile(r"\\q?quad\b|\\\\")
+_LEFT_RIGHT_RE = re.compile(r"\\(?:left|right|big|Big|bigg|Bigg)(?![a-zA-Z])\.?")
+_BOXED_RE = re.compile(r"\\(?:boxed|fbox)\s*\{")
+
+_TOKEN_RE = re.compile(
+    r"(?P<ws>\s+)|(?P<num>\d+(?:\.\d+)?|\.\d+)|(?P<cmd>\\[a-zA-Z]+)|(?P<word>[a-zA-Z]+)"
+    r"|(?P<op>\*\*|[-+*/^()\[\]{},;=!_|<>:\u00b1\u2213])"
+)
+_COMMANDS = {
+    "\\frac": "frac", "\\dfrac": "frac", "\\tfrac": "frac", "\\cfrac": "frac", "\\sqrt": "sqrt",
+    "\\pi": "pi", "\\ln": "ln", "\\log": "log", "\\exp": "exp", "\\cdot": "*", "\\times": "*",
+    "\\div": "/", "\\pm": "\u00b1", "\\mp": "\u2213", "\\in": "=", "\\approx": "=", "\\e": "e",
+    "\\emptyset": "emptyset", "\\varnothing": "emptyset", "\\infty": "infty", "\\lor": "or",
+    "\\vee": "or", "\\land": "and", "\\wedge": "and", "\\mathrm": "", "\\iota": "i",
+}
+_OPEN, _CLOSE = "([{", ")]}"
+
+
+@dataclass(frozen=True)
+class _Tok:
+    kind: str  # num, word, op
+    text: str
+
+
+def _unbox(text: str) -> str:
+    """Replaces every ``\\boxed{X}`` by ``X`` (braces balanced)."""
+    while (m := _BOXED_RE.search(text)) is not None:
+        depth, end = 1, None
+        for j in range(m.end(), len(text)):
+            if text[j] == "{":
+                depth += 1
+            elif text[j] == "}":
+                depth -= 1
+                if depth == 0:
+                    end = j
+                    break
+        if end is None:
+            return text[: m.start()] + text[m.end():]
+        text = text[: m.start()] + text[m.end(): end] + text[end + 1:]
+    return text
+
+
+def normalize(text: str) -> str:
+    """LaTeX and Unicode spellings mapped onto the grammar's (pure string edits)."""
+    text = _UNICODE_RE.sub(lambda m: _UNICODE[m.group()], text)
+    text = _unbox(text)
+    for _ in range(3):  # \text{\mathrm{..}} nests rarely and shallowly
+        text = _TEXT_CMD_RE.sub(lambda m: f" {m.group(1)} ", text)
+    text = text.replace("\\{", "{").replace("\\}", "}").replace("$", " ")
+    text = re.sub(r"\\[\[\]()]", " ", text)
+    text = _LEFT_RIGHT_RE.sub("", text)
+    text = _SEPARATOR_RE.sub(", ", text)
+    return _SPACING_RE.sub(" ", text)
+
+
+def check_size(text: str, limits: Limits) -> None:
+    """Raises CapExceeded when ``text`` is too long or its brackets nest too deep."""
+    if len(text) > limits.max_answer_chars:
+        raise CapExceeded(f"answer of {len(text)} characters exceeds {limits.max_answer_chars}")
+    depth = deepest = 0
+    for ch in text:
+        if ch in _OPEN:
+            depth += 1
+            deepest = max(deepest, depth)
+        elif ch in _CLOSE:
+            depth -= 1
+    if deepest > limits.max_depth:
+        raise CapExceeded(f"brackets nest {deepest} deep, over {limits.max_depth}")
+
+
+def tokenize(text: str) -> list[_Tok]:
+    """Tokens of normalised text; a character outside the grammar raises ParseError."""
+    out: list[_Tok] = []
+    pos = 0
+    while pos < len(text):
+        m = _TOKEN_RE.match(text, pos)
+        if m is None:
+            raise ParseError(f"unexpected character {text[pos]!r}")
+        pos = m.end()
+        kind = m.lastgroup
+        if kind == "ws":
+            continue
+        value = m.group()
+        if kind == "cmd":
+            if value not in _COMMANDS:
+                raise ParseError(f"unknown command {value}")
+            value = _COMMANDS[value]
+            if not value:
+                continue
+            kind = "op" if value in ("*", "/", "=", "\u00b1", "\u2213") else "word"
+        elif kind == "op" and value == "**":
+            value = "^"
+        out.append(_Tok(kind, value))
+    return out
+
+
+# ---------------------------------------------------------------------------
+# Values: a recursive-descent parser that builds sympy numbers under caps
+
+_FUNCTIONS = ("sqrt", "ln", "log", "exp")
+_CONSTANTS = {"pi": sympy.pi, "e": sympy.E, "i": sympy.I, "I": sympy.I}
+
+
+class _Parser:
+    """Expression grammar (precedence low to high)::
+
+        expr    := term (("+" | "-") term)*
+        term    := unary (("*" | "/" | <implicit>) unary)*
+        unary   := ("+" | "-") unary | power
+        power   := postfix ("^" unary)?          right-associative
+        postfix := atom "!"*
+        atom    := number | constant | variable | "(" expr ")" | "{" expr "}"
+                 | frac{a}{b} | sqrt[n]{a} | ln a | log_b a | exp a
+
+    ``variables`` maps names to symbols (trusted equations only); model answers
+    are parsed without variables.
+    """
+
+    def __init__(self, tokens: list[_Tok], limits: Limits, variables: dict[str, sympy.Symbol] | None = None):
+        self.toks = tokens
+        self.i = 0
+        self.limits = limits
+        self.vars = variables or {}
+        self.height = 0
+
+    def peek(self, k: int = 0) -> _Tok | None:
+        j = self.i + k
+        return self.toks[j] if j < len(self.toks) else None
+
+    def take(self, text: str | None = None) -> _Tok:
+        tok = self.peek()
+        if tok is None or (text is not None and tok.text != text):
+            raise ParseError(f"expected {text or 'more input'}, found {tok.text if tok else 'end'}")
+        self.i += 1
+        return tok
+
+    def at(self, *texts: str) -> bool:
+        tok = self.peek()
+        return tok is not None and tok.kind != "num" and tok.text in texts
+
+    def parse(self) -> sympy.Expr:
+        value = self.expr()
+        if self.peek() is not None:
+            raise ParseError(f"unexpected {self.peek().text!r}")
+        return value
+
+    def expr(self) -> sympy.Expr:
+        value = self.term()
+        while self.at("+", "-"):
+            op = self.take().text
+            right = self.term()
+            value = self.check(value + right if op == "+" else value - right)
+        return value
+
+    def starts_atom(self) -> bool:
+        tok = self.peek()
+        if tok is None or tok.kind == "num":
+            return False  # "2 3" is not a product
+        if tok.kind == "word":
+            return tok.text in _FUNCTIONS or tok.text in _CONSTANTS or tok.text in self.vars or tok.text in ("pi", "frac")
+        return tok.text in ("(", "{")
+
+    def term(self) -> sympy.Expr:
+        value = self.unary()
+        while True:
+            if self.at("*", "/"):
+                op = self.take().text
+                right = self.unary()
+                value = self.check(value * right if op == "*" else value / right)
+            elif self.starts_atom():
+                value = self.check(value * self.power())
+            else:
+                return value
+
+    def unary(self) -> sympy.Expr:
+        if self.at("-"):
+            self.take()
+            return -self.unary()
+        if self.at("+"):
+            self.take()
+            return self.unary()
+        return self.power()
+
+    def power(self) -> sympy.Expr:
+        base = self.postfix()
+        if not self.at("^"):
+            return base
+        self.take()
+        self.height += 1
+        if self.height > self.limits.max_power_height:
+            raise CapExceeded(f"powers nest deeper than {self.limits.max_power_height}")
+        exponent = self.unary()
+        self.height -= 1
+        return self.pow(base, exponent)
+
+    def pow(self, base: sympy.Expr, exponent: sympy.Expr) -> sympy.Expr:
+        lim = self.limits
+        if exponent.free_symbols:
+            if not self.vars or base.free_symbols or not (base.is_Rational or base == sympy.E):
+                raise ParseError("a variable exponent needs a number base")
+            return sympy.Pow(base, exponent)
+        if not exponent.is_Rational:
+            size = _magnitude(exponent)
+            if size is None or size > (700 if base == sympy.E else lim.max_exponent):
+                raise CapExceeded("exponent too large to evaluate")
+            return self.check(sympy.Pow(base, exponent))
+        p, q = int(exponent.p), int(exponent.q)
+        if q > lim.max_exponent:
+            raise CapExceeded(f"root of order {q} exceeds {lim.max_exponent}")
+        if base.is_Rational:
+            bits = max(int(base.p).bit_length(), int(base.q).bit_length(), 1)
+            if base not in (0, 1, -1) and abs(p) * (bits - 1) > lim.max_int_bits * q:
+                raise CapExceeded(f"power exceeds {lim.max_int_bits}-bit integers")
+            if abs(p) > 100_000:
+                raise CapExceeded("exponent too large")
+        elif abs(p) > lim.max_exponent * q:
+            raise CapExceeded(f"exponent {exponent} exceeds {lim.max_exponent}")
+        if base.is_zero and exponent.is_negative:
+            return sympy.zoo
+        return self.check(sympy.Pow(base, exponent))
+
+    def postfix(self) -> sympy.Expr:
+        value = self.atom()
+        while self.at("!"):
+            self.take()
+            if not (value.is_Integer and value >= 0):
+                raise ParseError("factorial of a non-natural number")
+            if value > 200:
+                raise CapExceeded("factorial too large")
+            value = self.check(sympy.factorial(value))
+        return value
+
+    def group(self) -> sympy.Expr:
+        """A braced or parenthesised sub-expression, or else one atom-level factor."""
+        if self.at("{", "(", "["):
+            opener = self.take().text
+            value = self.expr()
+            self.take(_CLOSE[_OPEN.index(opener)])
+            return value
+        return self.power()
+
+    def atom(self) -> sympy.Expr:
+        tok = self.take()
+        if tok.kind == "num":
+            if len(tok.text) > 40:
+                raise CapExceeded("number literal longer than 40 digits")
+            return self.check(sympy.Rational(tok.text))
+        if tok.text in ("(", "{", "["):
+            value = self.expr()
+            self.take(_CLOSE[_OPEN.index(tok.text)])
+            return value
+        if tok.kind != "word":
+            raise ParseError(f"unexpected {tok.text!r}")
+        name = tok.text
+        if name in self.vars:
+            return self.vars[name]
+        if name in _CONSTANTS:
+            return _CONSTANTS[name]
+        if name == "frac":
+            if self.peek() is not None and self.peek().kind == "num":
+                return self.digit_frac()
+            num = self.group()
+            den = self.group()
+            return self.check(num / den)
+        if name == "sqrt":
+            index = sympy.Integer(2)
+            if self.at("["):
+                self.take()
+                index = self.expr()
+                self.take("]")
+                if not (index.is_Integer and 2 <= index <= self.limits.max_exponent):
+                    raise ParseError("root index must be a small integer")
+            return self.pow(self.group(), 1 / index)
+        if name in ("ln", "log", "exp"):
+            base = None
+            if name == "log" and self.at("_"):
+                self.take()
+                base = self.group() if self.at("{", "(") else self.atom()
+            arg = self.group()
+            if name == "exp":
+                return self.pow(sympy.E, arg)
+            value = sympy.log(arg) if base is None else sympy.log(arg) / sympy.log(base)
+            return self.check(value)
+        raise ParseError(f"unknown name {name!r}")
+
+    def digit_frac(self) -> sympy.Expr:
+        r"""``\frac12`` = 1/2: LaTeX takes single characters as arguments."""
+        digits = self.take().text
+        if len(digits) >= 2 and digits.isdigit():
+            rest = digits[2:]
+            if rest:
+                raise ParseError("ambiguous \\frac")
+            return sympy.Rational(int(digits[0]), int(digits[1]))
+        num = sympy.Integer(int(digits)) if digits.isdigit() else None
+        if num is None:
+            raise ParseError("bad \\frac")
+        return self.check(num / self.group())
+
+    def check(self, value: sympy.Expr) -> sympy.Expr:
+        bits = self.limits.max_int_bits
+        atoms = (value,) if value.is_Rational else value.atoms(sympy.Rational)
+        for r in atoms:
+            if int(r.p).bit_length() > bits or int(r.q).bit_length() > bits:
+                raise CapExceeded(f"number exceeds {bits}-bit integers")
+        return value
+
+
+def _magnitude(value: sympy.Expr) -> float | None:
+    try:
+        return abs(complex(sympy.N(value, 15)))
+    except (TypeError, ValueError, OverflowError):
+        return None
+
+
+def parse_value(text: str, limits: Limits = Limits()) -> sympy.Expr:
+    """A number written in the grammar (plain or LaTeX) as a sympy expression.
+
+    Raises ParseError when the text is not a value, CapExceeded when it is over
+    a cap. Never evaluates Python.
+    """
+    text = normalize(text)
+    check_size(text, limits)
+    return _Parser(tokenize(text), limits).parse()
+
+
+def _split_juxtaposed(tokens: list[_Tok], names: set[str]) -> list[_Tok]:
+    """``xy`` -> ``x y`` when every letter is a variable (trusted equations only)."""
+    out = []
+    for tok in tokens:
+        if tok.kind == "word" and tok.text not in names and tok.text not in _FUNCTIONS and tok.text not in _CONSTANTS \
+                and tok.text not in ("pi", "frac") and all(c in names for c in tok.text):
+            out.extend(_Tok("word", c) for c in tok.text)
+        else:
+            out.append(tok)
+    return out
+
+
+def parse_equation(text: str, variables: Sequence[str], limits: Limits = Limits()) -> sympy.Expr:
+    """``lhs = rhs`` as the sympy expression ``lhs - rhs`` in the named variables.
+
+    Meant for problem text (generated or from the user's file), not model output.
+    Raises ParseError when there is not exactly one ``=`` or a side does not parse.
+    """
+    symbols = {v: sympy.Symbol(v) for v in variables}
+    text = normalize(text)
+    check_size(text, Limits(max_answer_chars=max(limits.max_answer_chars, 10_000)))
+    tokens = _split_juxtaposed(tokenize(text), set(symbols))
+    cut = [k for k, t in enumerate(tokens) if t.text == "="]
+    if len(cut) != 1:
+        raise ParseError(f"an equation needs exactly one '=', found {len(cut)}: {text!r}")
+    lhs = _Parser(tokens[: cut[0]], limits, symbols).parse()
+    rhs = _Parser(tokens[cut[0] + 1:], limits, symbols).parse()
+    return lhs - rhs
+
+
+# ---------------------------------------------------------------------------
+# Answers: which solutions the text claims
+
+_NO_SOLUTION_RE = re.compile(
+    r"\bno\s+(?:real\s+|complex\s+)?(?:solutions?|roots?)\b|\bemptyset\b|\\emptyset|\bnone\b|^\s*\{\s*\}\s*\.?\s*$",
+    re.IGNORECASE,
+)
+_LEAD_RE = re.compile(
+    r"^\s*(?:(?:the|final|answers?|solutions?|roots?|real|complex|set|sets|is|are|of|so|thus|therefore|hence"
+    r"|we|get|have|equation|system|values?|obtain|gives?)\b\s*|[:*_#>-]\s*)+",
+    re.IGNORECASE,
+)
+_MULTIPLICITY_WORDS = {"double": 2, "twice": 2, "triple": 3, "thrice": 3, "repeated": 2}
+_SEPARATORS = {",", ";", "or", "and"}
+
+
+def _split_top(tokens: list[_Tok], seps: set[str]) -> list[list[_Tok]]:
+    parts: list[list[_Tok]] = [[]]
+    depth = 0
+    for tok in tokens:
+        if tok.kind == "op" and tok.text in _OPEN:
+            depth += 1
+        elif tok.kind == "op" and tok.text in _CLOSE:
+            depth -= 1
+        if depth == 0 and tok.kind != "num" and tok.text in seps:
+            parts.append([])
+        else:
+            parts[-1].append(tok)
+    return [p for p in parts if p]
+
+
+def _enclosed(tokens: list[_Tok]) -> bool:
+    """True when the whole token list is one bracketed group."""
+    if len(tokens) < 2 or tokens[0].text not in _OPEN or tokens[-1].text != _CLOSE[_OPEN.index(tokens[0].text)]:
+        return False
+    depth = 0
+    for k, tok in enumerate(tokens):
+        if tok.kind == "op" and tok.text in _OPEN:
+            depth += 1
+        elif tok.kind == "op" and tok.text in _CLOSE:
+            depth -= 1
+            if depth == 0 and k < len(tokens) - 1:
+                return False
+    return True
+
+
+def _strip_multiplicity(tokens: list[_Tok]) -> tuple[list[_Tok], int]:
+    """Drops a trailing "(multiplicity 2)" / "(double root)" / "with multiplicity 2"."""
+    words = [t.text.lower() for t in tokens]
+    for k, w in enumerate(words):
+        if w == "multiplicity" and k + 1 < len(tokens) and tokens[k + 1].kind == "num" and tokens[k + 1].text.isdigit():
+            cut = k - 1 if k > 0 and words[k - 1] in ("(", "with", "of") else k
+            cut = cut - 1 if cut > 0 and words[cut] == "with" and words[cut - 1] == "(" else cut
+            return tokens[:cut], min(int(tokens[k + 1].text), 16)
+        if w in _MULTIPLICITY_WORDS and (k == 0 or words[k - 1] in ("(", "a", "with")):
+            cut = k - 1 if k > 0 else k
+            return tokens[:cut], _MULTIPLICITY_WORDS[w]
+    return tokens, 1
+
+
+def _variable_name(tokens: list[_Tok]) -> str | None:
+    """``x``, ``x_1``, ``x_{1}``, ``x1`` -> the base name; None if not a name."""
+    if not tokens or tokens[0].kind != "word" or tokens[0].text in _FUNCTIONS or tokens[0].text in ("pi", "frac"):
+        return None
+    name = tokens[0].text
+    rest = tokens[1:]
+    if not rest:
+        return re.sub(r"\d+$", "", name) or None
+    if rest[0].text == "_" and (len(rest) == 2 and rest[1].kind in ("num", "word")
+                                or len(rest) == 4 and rest[1].text == "{" and rest[3].text == "}"):
+        return name
+    return None
+
+
+def _plus_minus_variants(tokens: list[_Tok]) -> list[list[_Tok]]:
+    if not any(t.text in ("\u00b1", "\u2213") for t in tokens):
+        return [tokens]
+    plus = [_Tok("op", "+" if t.text == "\u00b1" else "-") if t.text in ("\u00b1", "\u2213") else t for t in tokens]
+    minus = [_Tok("op", "-" if t.text == "\u00b1" else "+") if t.text in ("\u00b1", "\u2213") else t for t in tokens]
+    return [plus, minus]
+
+
+def _values(tokens: list[_Tok], limits: Limits) -> list[sympy.Expr]:
+    out = []
+    for variant in _plus_minus_variants(tokens):
+        out.append(_Parser(variant, limits).parse())
+    return out
+
+
+def _elements(tokens: list[_Tok]) -> list[list[_Tok]] | None:
+    """The comma-separated members of a bracketed list, or None if not one."""
+    if not _enclosed(tokens):
+        return None
+    inner = _split_top(tokens[1:-1], {",", ";"})
+    if tokens[0].text == "{" or len(inner) > 1:
+        return inner
+    return None
+
+
+def parse_answer(segment: str, variables: Sequence[str], limits: Limits = Limits()) -> list[tuple[sympy.Expr, ...]]:
+    """The solutions an answer segment claims, each a tuple over ``variables``.
+
+    A repeated root is listed once per stated multiplicity (``x_1 = x_2 = 3``,
+    ``x = 3 (multiplicity 2)``). Returns ``[]`` for "no solution" / ``\\emptyset``.
+    Raises ParseError when the segment is not an answer, CapExceeded when it is
+    over a cap.
+    """
+    text = normalize(segment)
+    check_size(text, limits)
+    text = text.strip().rstrip(".").strip()
+    if _NO_SOLUTION_RE.search(text):
+        return []
+    text = _LEAD_RE.sub("", text).strip().strip("*").strip()
+    tokens = tokenize(text)
+    if not tokens:
+        raise ParseError("empty answer")
+    n = len(variables)
+    solutions: list[tuple[sympy.Expr, ...]] = []
+    pending: dict[str, sympy.Expr] = {}
+    for item in _split_top(tokens, _SEPARATORS):
+        item, repeat = _strip_multiplicity(item)
+        sides = _split_top(item, {"="})
+        if not sides:
+            raise ParseError("empty item")
+        lhs, rhs = sides[:-1], sides[-1]
+        names = []
+        for side in lhs:
+            inner = _elements(side) if _enclosed(side) else None
+            if inner is not None:
+                names.append(tuple(_variable_name(e) for e in inner))
+            else:
+                names.append(_variable_name(side))
+            if names[-1] is None or (isinstance(names[-1], tuple) and None in names[-1]):
+                raise ParseError("left side of '=' is not a variable")
+        if n > 1 and _enclosed(rhs) and rhs[0].text != "{":
+            members = [rhs]  # one solution tuple
+        else:
+            members = _elements(rhs) or [rhs]
+        if n == 1:
+            count = max(repeat, len(lhs))
+            for member in members:
+                inner = _elements(member)
+                for part in inner if inner is not None else [member]:
+                    for value in _values(part, limits):
+                        solutions.extend([(value,)] * count)
+            continue
+        tuple_names = next((nm for nm in names if isinstance(nm, tuple)), None)
+        for member in members:
+            inner = _elements(member) if _enclosed(member) else None
+            if inner is not None:
+                if len(inner) != n:
+                    raise ParseError(f"tuple of {len(inner)} values for {n} unknowns")
+                values = [_Parser(p, limits).parse() for p in inner]
+                order = list(tuple_names) if tuple_names and set(tuple_names) == set(variables) else list(variables)
+                by_name = dict(zip(order, values))
+                solutions.append(tuple(by_name[v] for v in variables))
+            elif names and isinstance(names[0], str) and names[0] in variables:
+                (value,) = [_Parser(member, limits).parse()]
+                if names[0] in pending:
+                    raise ParseError(f"{names[0]} assigned twice before the tuple was complete")
+                pending[names[0]] = value
+                if len(pending) == n:
+                    solutions.append(tuple(pending[v] for v in variables))
+                    pending = {}
+            else:
+                raise ParseError("a system's answer needs a tuple or named values")
+    if pending:
+        raise ParseError(f"values missing for {sorted(set(variables) - set(pending))}")
+    return solutions
+
+
+# ---------------------------------------------------------------------------
+# Finding the answer in a model's output
+
+_FINAL_RE = re.compile(r"final\s+answer\s*(?:is)?[\s*_:]*(?:is\b)?[\s:]*", re.IGNORECASE)
+
+
+def _last_boxed_line(text: str) -> str | None:
+    start = text.rfind("\\boxed")
+    if start < 0:
+        return None
+    line_start = text.rfind("\n", 0, start) + 1
+    line_end = text.find("\n", start)
+    return text[line_start: None if line_end < 0 else line_end]
+
+
+def candidate_segments(output: str, variables: Sequence[str]) -> list[str]:
+    """Places an answer may be, most explicit first.
+
+    1. what follows the last "final answer" (the next line if that is empty);
+    2. the line of the last ``\\boxed{}``;
+    3. the last line stating a solution (``x = ``, ``x_1 =``, ``(x, y) =``, a set,
+       "no solution"), from that statement on;
+    4. the last non-empty line.
+    """
+    out: list[str] = []
+    finals = list(_FINAL_RE.finditer(output))
+    if finals:
+        rest = output[finals[-1].end():]
+        lines = [ln for ln in rest.split("\n") if ln.strip().strip("*$").strip()]
+        if lines:
+            out.append(lines[0])
+    boxed = _last_boxed_line(output)
+    if boxed is not None:
+        out.append(boxed)
+    names = "|".join(re.escape(v) for v in variables)
+    statement = re.compile(
+        rf"(?<![A-Za-z\\])(?:\(\s*(?:{names})\s*(?:,\s*(?:{names})\s*)+\)\s*=|(?:{names})(?:_\{{?\w+\}}?|\d)?\s*(?:=|\\in|∈)"
+        rf"|(?:^|(?<=[\s=:]))\\?\{{|no\s+(?:real\s+|complex\s+)?solution)",
+        re.IGNORECASE,
+    )
+    lines = [ln for ln in output.split("\n") if ln.strip()]
+    for line in reversed(lines):
+        m = statement.search(line)
+        if m is not None:
+            out.append(line[m.start():])
+            break
+    if lines:
+        out.append(lines[-1])
+    seen: list[str] = []
+    for s in out:
+        if s not in seen:
+            seen.append(s)
+    return seen
+
+
+def extract_answer(output: str, variables: Sequence[str], limits: Limits = Limits()) -> list[tuple[sympy.Expr, ...]] | None:
+    """The claimed solutions of the first candidate segment that parses, else None.
+
+    Raises CapExceeded when the output, or a candidate consulted before one that
+    parses, is over a cap.
+    """
+    if len(output) > limits.max_output_chars:
+        raise CapExceeded(f"output of {len(output)} characters exceeds {limits.max_output_chars}")
+    for segment in candidate_segments(output, variables):
+        try:
+            return parse_answer(segment, variables, limits)
+        except (ParseError, ZeroDivisionError):
+            continue
+    return None
+
+
+# ---------------------------------------------------------------------------
+# Comparison
+
+def _numeric(value: sympy.Expr) -> complex | None:
+    """``value`` at 30 digits as a complex double; None for undefined or infinite."""
+    try:
+        z = complex(sympy.N(value, 30))
+    except (TypeError, ValueError, OverflowError, ZeroDivisionError):
+        return None
+    if not (math.isfinite(z.real) and math.isfinite(z.imag)):
+        return None
+    return z
+
+
+def _close(a: complex, b: complex, tol: float = RELATIVE_TOLERANCE) -> bool:
+    return abs(a - b) <= tol * max(1.0, abs(b))
+
+
+def _tuple_close(a: tuple, b: tuple) -> bool:
+    return all(x is not None and y is not None and _close(x, y) for x, y in zip(a, b))
+
+
+def _show(solution: tuple[sympy.Expr, ...]) -> str:
+    if len(solution) == 1:
+        return sympy.sstr(solution[0])
+    return "(" + ", ".join(sympy.sstr(v) for v in solution) + ")"
+
+
+def _is_real(z: tuple) -> bool:
+    return all(v is not None and abs(v.imag) <= RELATIVE_TOLERANCE * max(1.0, abs(v)) for v in z)
+
+
+def compare(claimed: list[tuple[sympy.Expr, ...]], gold: list[tuple[sympy.Expr, ...]],
+            multiplicity: bool = False, domain: str = "complex") -> tuple[bool, str]:
+    """Whether the claimed solutions are exactly the gold ones, and why not.
+
+    Each claim is matched to an unmatched gold solution that is equal (exactly
+    when sympy reduces the difference to 0, else numerically within a relative
+    1e-9). Without ``multiplicity`` duplicates on either side are dropped first.
+    In the ``real`` domain, a claimed non-real value is an extra root.
+    Returns ``(right, detail)``; detail names missing and extra roots.
+    """
+    num_claimed = [tuple(_numeric(v) for v in c) for c in claimed]
+    num_gold = [tuple(_numeric(v) for v in g) for g in gold]
+    if not multiplicity:
+        def dedupe(items, nums):
+            keep: list[int] = []
+            for k, z in enumerate(nums):
+                if not any(_tuple_close(z, nums[j]) for j in keep):
+                    keep.append(k)
+            return [items[k] for k in keep], [nums[k] for k in keep]
+        claimed, num_claimed = dedupe(claimed, num_claimed)
+        gold, num_gold = dedupe(gold, num_gold)
+    unmatched_gold = list(range(len(gold)))
+    extra: list[str] = []
+    exact = True
+    for c, zc in zip(claimed, num_claimed):
+        if domain == "real" and not _is_real(zc):
+            extra.append(_show(c) + " (not real)")
+            continue
+        hit = next((g for g in unmatched_gold if all(sympy.Expr.__eq__(a, b) for a, b in zip(c, gold[g]))), None)
+        if hit is None:
+            hit = next((g for g in unmatched_gold if _tuple_close(zc, num_gold[g])), None)
+            exact = exact and hit is None
+        if hit is None:
+            extra.append(_show(c))
+        else:
+            unmatched_gold.remove(hit)
+    missing = [_show(gold[g]) for g in unmatched_gold]
+    if not extra and not missing:
+        return True, "equal (exact)" if exact else f"equal (numeric, relative tolerance {RELATIVE_TOLERANCE:g})"
+    parts = []
+    if missing:
+        parts.append("missing " + ", ".join(missing))
+    if extra:
+        parts.append("extra " + ", ".join(extra))
+    return False, "; ".join(parts)
+
+
+def substitution_check(claimed: list[tuple[sympy.Expr, ...]], equations: Sequence[sympy.Expr],
+                       variables: Sequence[str]) -> tuple[float | None, str]:
+    """Substitutes each claimed solution into every ``lhs - rhs``.
+
+    A claim satisfies the equations when every residual is defined and at most
+    1e-8 in absolute value (evaluated at 30 digits). Returns ``(1.0, ...)`` when
+    at least one claim was made and all satisfy, ``(0.0, ...)`` otherwise, and
+    ``(None, ...)`` for an empty claim (nothing to substitute).
+    """
+    if not claimed:
+        return None, "no solution claimed"
+    symbols = [sympy.Symbol(v) for v in variables]
+    good = 0
+    for solution in claimed:
+        ok = True
+        for eq in equations:
+            residual = _numeric(eq.subs(dict(zip(symbols, solution)), simultaneous=True))
+            if residual is None or abs(residual) > SUBSTITUTION_TOLERANCE:
+                ok = False
+                break
+        good += ok
+    return float(good == len(claimed)), f"{good}/{len(claimed)} claimed solutions satisfy the equations"
+
+
+def verify(output: str, spec: EquationSpec, limits: Limits = Limits()) -> Verdict:
+    """Extracts the model's solutions from ``output`` and checks them against ``spec``.
+
+    Pure and in-process; use :class:`VerifierPool` (or :func:`verify_many`) to
+    enforce ``limits.time_limit_s``. Over-cap inputs give ``unverifiable``.
+    """
+    try:
+        claimed = extract_answer(output, spec.variables, limits)
+    except CapExceeded as e:
+        return Verdict("unverifiable", None, "unverifiable", None, f"refused: {e}")
+    except (RecursionError, MemoryError) as e:
+        return Verdict("unverifiable", None, "unverifiable", None, f"refused: {type(e).__name__}")
+    if claimed is None:
+        return Verdict("no-answer", None, "no answer found", None, "no answer found")
+    answer = [_show(c) for c in claimed]
+    gold = [tuple(parse_value(v, _TRUSTED) for v in s) for s in spec.solutions]
+    right, detail = compare(claimed, gold, spec.multiplicity, spec.domain)
+    equations = [parse_equation(e, spec.variables, _TRUSTED) for e in spec.equations]
+    sub, sub_detail = substitution_check(claimed, equations, spec.variables)
+    return Verdict("right" if right else "wrong", answer, detail, sub, sub_detail)
+
+
+# Gold values and equations come from the task, not the model: a wider integer cap.
+_TRUSTED = Limits(max_int_bits=4096, max_answer_chars=10_000)
+
+
+# ---------------------------------------------------------------------------
+# Killable workers
+
+def _worker_main(conn, memory_mib: int) -> None:
+    try:
+        import resource
+
+        cap = memory_mib * 1024 * 1024
+        resource.setrlimit(resource.RLIMIT_AS, (cap, cap))
+    except (ImportError, ValueError, OSError):
+        pass
+    conn.send(("ready", None))
+    while True:
+        try:
+            job = conn.recv()
+        except EOFError:
+            return
+        if job is None:
+            return
+        fn, args = job
+        try:
+            result = ("ok", fn(*args))
+        except BaseException as e:  # the verdict is data; the worker lives on
+            result = ("error", f"{type(e).__name__}: {e}"[:300])
+        try:
+            conn.send(result)
+        except Exception as e:  # an unpicklable result
+            conn.send(("error", f"result not sendable: {type(e).__name__}"))
+
+
+@dataclass
+class _Worker:
+    process: Any
+    conn: Any
+    ready: bool = False
+    job: int | None = None
+    deadline: float = math.inf
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """One job's end: ``status`` is ``ok`` (``value`` is the result), ``error``
+    (``value`` is the exception text), ``timeout`` or ``died``; ``seconds`` is the
+    wall time from dispatch to the end."""
+
+    status: str
+    value: Any = None
+    seconds: float = 0.0
+
+
+@dataclass
+class VerifierPool:
+    """Worker processes that run jobs under a per-job wall-clock limit.
+
+    A job is dispatched only to a worker that has finished starting (so start-up
+    is not charged to it); a job over ``time_limit_s`` has its worker killed
+    (SIGKILL) and replaced; a worker that dies is replaced too. Workers are
+    started with ``spawn``, so the pool is safe beside vLLM's threads.
+    """
+
+    workers: int = field(default_factory=lambda: max(1, os.cpu_count() or 1))
+    time_limit_s: float = 5.0
+    memory_mib: int = 2048
+    _pool: list[_Worker] = field(default_factory=list, init=False, repr=False)
+
+    def _start(self) -> _Worker:
+        ctx = multiprocessing.get_context("spawn")
+        parent, child = ctx.Pipe()
+        proc = ctx.Process(target=_worker_main, args=(child, self.memory_mib), daemon=True,
+                           name="evalsuite-verifier")
+        proc.start()
+        child.close()
+        return _Worker(proc, parent)
+
+    def _replace(self, worker: _Worker) -> None:
+        if worker.process.is_alive():
+            worker.process.kill()
+        worker.process.join(timeout=5)
+        worker.conn.close()
+        self._pool[self._pool.index(worker)] = self._start()
+
+    def map(self, fn: Callable, jobs: Sequence[tuple]) -> list[Outcome]:
+        """Runs ``fn(*args)`` for each ``args`` in ``jobs`` in the workers.
+
+        ``fn`` must be importable by name (a module-level function). Returns one
+        :class:`Outcome` per job, in order. Never raises for a job's failure.
+        """
+        while len(self._pool) < self.workers:
+            self._pool.append(self._start())
+        results: list[Outcome | None] = [None] * len(jobs)
+        queue = list(range(len(jobs)))[::-1]
+        started: dict[int, float] = {}
+        while any(r is None for r in results):
+            now = time.monotonic()
+            for w in self._pool:
+                if w.ready and w.job is None and queue:
+                    k = queue.pop()
+                    try:
+                        w.conn.send((fn, jobs[k]))
+                    except (BrokenPipeError, OSError):
+                        queue.append(k)
+                        self._replace(w)
+                        continue
+                    w.job, started[k], w.deadline = k, now, now + self.time_limit_s
+            busy = [w for w in self._pool if w.job is not None]
+            next_deadline = min((w.deadline for w in busy), default=now + 1.0)
+            ready = wait_for([w.conn for w in self._pool] + [w.process.sentinel for w in self._pool],
+                             timeout=max(0.0, next_deadline - now))
+            now = time.monotonic()
+            for w in list(self._pool):
+                if w.conn in ready:
+                    try:
+                        kind, value = w.conn.recv()
+                    except (EOFError, OSError):
+                        kind, value = "died", None
+                    if kind == "ready":
+                        w.ready = True
+                        continue
+                    if w.job is not None:
+                        results[w.job] = Outcome(kind, value, now - started[w.job])
+                        w.job, w.deadline = None, math.inf
+                    if kind == "died":
+                        self._replace(w)
+                elif w.process.sentinel in ready and not w.process.is_alive():
+                    if w.job is not None:
+                        results[w.job] = Outcome("died", None, now - started[w.job])
+                    self._replace(w)
+                elif w.job is not None and now >= w.deadline:
+                    results[w.job] = Outcome("timeout", None, now - started[w.job])
+                    self._replace(w)
+        return [r for r in results if r is not None]
+
+    def close(self) -> None:
+        """Stops every worker (politely, then by SIGKILL after a second)."""
+        for w in self._pool:
+            try:
+                w.conn.send(None)
+            except (BrokenPipeError, OSError):
+                pass
+        for w in self._pool:
+            w.process.join(timeout=1)
+            if w.process.is_alive():
+                w.process.kill()
+                w.process.join(timeout=5)
+            w.conn.close()
+        self._pool.clear()
+
+    def __enter__(self) -> "VerifierPool":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def verify_many(outputs: Sequence[str], specs: Sequence[EquationSpec], pool: VerifierPool,
+                limits: Limits = Limits()) -> list[Verdict]:
+    """Verifies ``outputs[k]`` against ``specs[k]`` in the pool's workers.
+
+    A job over the pool's time limit, or one whose worker died or raised, is
+    ``unverifiable`` (``substitution_detail`` says which); the rest are
+    :func:`verify`'s verdicts.
+    """
+    outcomes = pool.map(verify, [(o, s, limits) for o, s in zip(outputs, specs)])
+    verdicts = []
+    for outcome in outcomes:
+        if outcome.status == "ok":
+            verdicts.append(outcome.value)
+        elif outcome.status == "timeout":
+            verdicts.append(Verdict("unverifiable", None, "unverifiable", None,
+                                    f"timeout after {pool.time_limit_s:g} s"))
+        else:
+            verdicts.append(Verdict("unverifiable", None, "unverifiable", None,
+                                    f"worker {outcome.status}: {outcome.value or ''}".strip()))
+    return verdicts
