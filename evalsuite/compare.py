@@ -31,6 +31,7 @@ from evalsuite.report import RunData, fmt, load_run, memory_figures, primary_sco
 from evalsuite.stats import paired_test
 
 PASS, REGRESSION, IMPROVED, NA = "pass", "REGRESSION", "improved", "n/a"
+_EPS = 1e-9  # an increase exactly at the limit passes, whatever the float rounding
 
 DEFAULT_THRESHOLDS: dict[str, Any] = {
     "accuracy": {"max_drop": 0.02, "alpha": 0.05, "scorers": "primary", "resamples": 10_000},
@@ -164,15 +165,15 @@ def accuracy_checks(base: RunData, cand: RunData, thresholds: Mapping[str, Any])
             b_mean, c_mean = sum(xs) / len(xs), sum(ys) / len(ys)
             delta = c_mean - b_mean
             significant = result["p_value"] < alpha
-            if -delta > max_drop and significant:
+            if -delta > max_drop + _EPS and significant:
                 verdict = REGRESSION
-            elif delta > max_drop and significant:
+            elif delta > max_drop + _EPS and significant:
                 verdict = IMPROVED
             else:
                 verdict = PASS
             detail = (f"{result['losses']} lost, {result['wins']} gained" if result["test"] == "mcnemar-exact"
                       else f"mean diff 95% CI [{result['ci95'][0]:.3f}, {result['ci95'][1]:.3f}]")
-            if verdict == PASS and -delta > max_drop:
+            if verdict == PASS and -delta > max_drop + _EPS:
                 detail += "; drop not significant"
             checks.append(Check("accuracy", task, scorer, b_mean, c_mean, delta, limit, verdict,
                                 result["test"], result["p_value"], result["n"], detail))
@@ -200,7 +201,7 @@ def latency_checks(base: RunData, cand: RunData, thresholds: Mapping[str, Any]) 
         c = (cand.metrics[task].get("performance") or {}).get(metric)
         limit_value = _task_limit(thresholds, task, "latency", "max_increase")
         rel = _relative(b, c)
-        verdict = NA if rel is None else REGRESSION if rel > limit_value else PASS
+        verdict = NA if rel is None else REGRESSION if rel > limit_value + _EPS else PASS
         checks.append(Check("latency", task, metric, b, c, rel, f"increase <= {limit_value:.0%}", verdict,
                             detail="" if rel is not None else "not measured in both runs"))
     return checks
@@ -226,7 +227,7 @@ def memory_checks(base: RunData, cand: RunData, thresholds: Mapping[str, Any]) -
         for name in names:
             b, c = b_all.get(name), c_all.get(name)
             rel = _relative(b, c)
-            verdict = NA if rel is None else REGRESSION if rel > limit_value else PASS
+            verdict = NA if rel is None else REGRESSION if rel > limit_value + _EPS else PASS
             checks.append(Check("memory", "-", name, b, c, rel, f"increase <= {limit_value:.0%}", verdict,
                                 detail="" if rel is not None else "not recorded in both runs"))
     return checks

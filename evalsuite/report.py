@@ -79,7 +79,7 @@ def _numeric_leaves(data: Any, prefix: str = "") -> Iterable[tuple[str, float]]:
     if isinstance(data, bool):
         return
     if isinstance(data, (int, float)):
-        yield prefix, float(data)
+        yield prefix, data
     elif isinstance(data, Mapping):
         for key, value in data.items():
             yield from _numeric_leaves(value, f"{prefix}.{key}" if prefix else str(key))
@@ -450,7 +450,7 @@ def _slug(text: str) -> str:
 # --------------------------------------------------------------------------- rendering
 
 _CSS = """
-body{font-family:system-ui,-apple-system,Segoe UI,sans-serif;margin:1.5em auto;max-width:1400px;color:#222}
+body{font-family:system-ui,-apple-system,Segoe UI,sans-serif;margin:1.5em auto;padding:0 1.5em;max-width:1400px;color:#222}
 h1{font-size:1.5em}h2{border-bottom:1px solid #ccc;padding-bottom:.2em;margin-top:1.6em}
 table.data{border-collapse:collapse;margin:.5em 0 1em;font-size:.9em}
 table.data th,table.data td{border:1px solid #ccc;padding:.25em .6em;text-align:left;vertical-align:top}

@@ -203,15 +203,17 @@ def engine_group(config: RunConfig) -> str:
                        dict(config.backend_args)], sort_keys=True, default=str)
 
 
-def run_suite(path: str | Path, args: Any) -> int:
+def run_suite(path: str | Path, args: Any, backend: Any = None) -> int:
     """Runs every entry of a suite; the handler of ``evalsuite run --suite FILE``.
 
     ``args`` is the ``run`` command's namespace: ``--model``, ``--data-dir`` and
-    ``--limit`` override the suite's values when given; the suite's directory is
+    ``--limit`` override the suite's values when given, ``--no-cache`` bypasses the
+    response cache (a real rerun, e.g. for a regression gate); the suite's directory is
     ``<--output-dir>/<--run-id or a new id>/``. Entries with the same model,
     backend and engine settings share one engine, opened once. Returns the exit
     code: 1 when the share of failed requests over the suite exceeds the suite's
-    ``max_error_rate`` (or ``--max-error-rate``), else 0.
+    ``max_error_rate`` (or ``--max-error-rate``), else 0. ``backend``: an already
+    open backend to run every entry on (and leave open), e.g. a test session's engine.
     """
     from evalsuite.cli import error_exit_code, format_summary
     from evalsuite.models import resolve_model
@@ -227,7 +229,8 @@ def run_suite(path: str | Path, args: Any) -> int:
     suite_dir = Path(getattr(args, "output_dir", None) or "results") / suite_id
     if suite_dir.exists():
         raise UsageError(f"suite directory already exists: {suite_dir} (choose another --run-id)")
-    configs = [replace(c, output_dir=suite_dir) for c in suite.configs]
+    cache = not getattr(args, "no_cache", False)
+    configs = [replace(c, output_dir=suite_dir, cache=cache) for c in suite.configs]
     for config in configs:  # every entry's data and arguments are checked before any engine starts
         load_tasks(config, resolve_model(config.model))
     suite_dir.mkdir(parents=True)
@@ -245,14 +248,15 @@ def run_suite(path: str | Path, args: Any) -> int:
         groups.setdefault(engine_group(config), []).append(config)
     try:
         for group in groups.values():
-            backend = open_backend(group[0], resolve_model(group[0].model))
+            shared = backend if backend is not None else open_backend(group[0], resolve_model(group[0].model))
             try:
                 for config in group:
-                    result = run(config, progress=progress, announce=announce, backend=backend)
+                    result = run(config, progress=progress, announce=announce, backend=shared)
                     metrics.update({f"{config.run_id}/{k}" if k in metrics else k: v
                                     for k, v in result.metrics.items()})
             finally:
-                backend.close()
+                if backend is None:
+                    shared.close()
     except BaseException:
         write_json_atomic(suite_dir / SUITE_FILE, {**header, "status": "failed", "finished_at": time.time()})
         raise
