@@ -258,6 +258,16 @@ class CachedBackend:
                 self.on_open(self.inner)
         return self.inner
 
+    def open_if_needed(self, requests: Sequence[GenerationRequest]) -> bool:
+        """Opens the real backend now if any of ``requests`` is not cached, so that
+        engine start-up is not timed as generation. Returns whether it is open."""
+        if self.inner is None:
+            keys = [request_key(self.identity, r) for r in requests]
+            found = self.cache.get_many(keys) if self.cache is not None else {}
+            if any(k not in found for k in keys):
+                self._backend()
+        return self.inner is not None
+
     def generate(self, requests: Sequence[GenerationRequest]) -> list[Generation]:
         """One generation per request, in order: cached ones from the store, the rest
         from the backend in one call (then stored)."""

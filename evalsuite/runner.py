@@ -299,6 +299,7 @@ def run(config: RunConfig, progress: bool = True, announce=None, backend=None) -
                     done = [kept[k] for k in ((q.task, q.sample_id, q.repeat) for q in requests) if k in kept]
                     todo = [q for q in requests if (q.task, q.sample_id, q.repeat) not in kept]
                     hits_before = cached.hits
+                    cached.open_if_needed(todo)
                     new, wall_s = generate(task, todo, cached, writer, config.batch_size, progress)
                     records = _in_request_order(requests, done, new)
                     metrics[task.name] = aggregate(task, records, wall_s)
@@ -315,7 +316,8 @@ def run(config: RunConfig, progress: bool = True, announce=None, backend=None) -
                               "started_at": started, "finished_at": time.time(), "metrics": metrics})
             raise
         header["cache"] = {"enabled": config.cache, "path": str(default_path()) if config.cache else None,
-                           "hits": cached.hits, "misses": cached.misses}
+                           "identity_sha256": cached.identity or None, "hits": cached.hits,
+                           "misses": cached.misses}
         resuming.kill_point("final_write")
         writer.write_run({**header, "status": "complete", "started_at": started,
                           "finished_at": time.time(), "metrics": metrics})
