@@ -37,8 +37,9 @@ from __future__ import annotations
 
 import json
 import random
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any
 
 from evalsuite.data import read_jsonl, require_file
 from evalsuite.errors import UsageError
@@ -211,7 +212,7 @@ def _resume_zh(rng: random.Random) -> tuple[str, dict]:
     return text, gold
 
 
-def _price(value: float | int) -> str:
+def _price(value: float) -> str:
     return str(value) if isinstance(value, int) else f"{value:.2f}"
 
 
@@ -425,12 +426,19 @@ def _families(value: str | Sequence[str] | None) -> tuple[str, ...]:
     return names
 
 
+def _positive_int(task_name: str, arg: str, value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise UsageError(f"{task_name}: {arg} must be a positive integer, got {value!r}")
+    return value
+
+
 def build(name: str, constrained: bool, seed: int, num_cases: int, families: str | Sequence[str] | None,
           data_file: str | None, max_tokens: int) -> Task:
-    if num_cases < 1:
-        raise UsageError(f"{name}: num_cases must be a positive integer, got {num_cases}")
-    if max_tokens < 1:
-        raise UsageError(f"{name}: max_tokens must be a positive integer, got {max_tokens}")
+    """The task ``name`` (both factories share this); see the module docstring."""
+    num_cases = _positive_int(name, "num_cases", num_cases)
+    max_tokens = _positive_int(name, "max_tokens", max_tokens)
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        raise UsageError(f"{name}: seed must be an integer, got {seed!r}")
     files: tuple[Path, ...] = ()
     if data_file is not None:
         path = require_file(Path(data_file).expanduser(), flag=f"--task-arg {name}.data_file")
@@ -464,7 +472,7 @@ def json_extraction(seed: int = 0, num_cases: int = 200, families: str | Sequenc
     is a JSONL file of user cases used instead; ``max_tokens`` is the default
     output budget (``--max-tokens`` overrides it).
     """
-    return build("json_extraction", False, int(seed), int(num_cases), families, data_file, int(max_tokens))
+    return build("json_extraction", False, seed, num_cases, families, data_file, max_tokens)
 
 
 @task("json_extraction_constrained")
@@ -472,5 +480,4 @@ def json_extraction_constrained(seed: int = 0, num_cases: int = 200, families: s
                                 data_file: str | None = None, max_tokens: int = 256) -> Task:
     """The same cases as ``json_extraction``, decoded under each case's JSON Schema
     (backends that support it: vLLM structured outputs)."""
-    return build("json_extraction_constrained", True, int(seed), int(num_cases), families, data_file,
-                 int(max_tokens))
+    return build("json_extraction_constrained", True, seed, num_cases, families, data_file, max_tokens)

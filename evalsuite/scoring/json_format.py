@@ -30,12 +30,14 @@ unknown keywords are annotations in Draft 2020-12, so validators ignore it.)
 from __future__ import annotations
 
 import json
+import math
 import re
 from collections import Counter
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from fractions import Fraction
 from functools import lru_cache
-from typing import Any, Iterator, Mapping
+from typing import Any
 
 UNORDERED = "x-unordered"
 
@@ -279,7 +281,8 @@ def canonical(value: Any, schema: Any = None) -> Any:
     if isinstance(value, bool):
         return ("bool", value)
     if isinstance(value, (int, float)):
-        return ("num", Fraction(value)) if value == value and abs(value) != float("inf") else ("num", repr(value))
+        # 1e400 parses to inf in Python; keep such numbers comparable without Fraction.
+        return ("num", Fraction(value)) if math.isfinite(value) else ("num", repr(value))
     if isinstance(value, str):
         return ("str", value)
     if value is None:
