@@ -139,17 +139,21 @@ def record_from_dict(d: Mapping[str, Any]) -> SampleRecord:
     answers = d.get("answers") or {}
     scores = {name: Score(value, answers.get(name), details.get(name))
               for name, value in (d.get("verdicts") or {}).items()}
-    t = d.get("timings") or {}
-    itl = t.get("itl_s")
     return SampleRecord(
         task=d["task"], sample_id=d["sample_id"], repeat=d.get("repeat", 0), prompt=d.get("prompt", ""),
         output=d.get("output", ""), target=d.get("target"), scores=scores,
         prompt_tokens=d.get("prompt_tokens"), output_tokens=d.get("output_tokens"),
         finish_reason=d.get("finish_reason"),
-        timings=Timings(e2e_s=t.get("e2e_s"), ttft_s=t.get("ttft_s"),
-                        itl_s=tuple(itl) if itl is not None else None),
-        error=d.get("error"), metadata=d.get("metadata") or {},
+        timings=timings_from_dict(d.get("timings")), error=d.get("error"),
+        metadata=d.get("metadata") or {},
     )
+
+
+def timings_from_dict(t: Mapping[str, Any] | None) -> Timings:
+    """:class:`Timings` back from ``Timings.to_dict()`` output (None: nothing measured)."""
+    t = t or {}
+    itl = t.get("itl_s")
+    return Timings(e2e_s=t.get("e2e_s"), ttft_s=t.get("ttft_s"), itl_s=tuple(itl) if itl is not None else None)
 
 
 class AppendWriter(RunWriter):

@@ -241,7 +241,9 @@ def cached_backend(config: RunConfig, model: ModelRef, backend=None) -> CachedBa
     return CachedBackend(opener, identity, cache, name=config.backend)
 
 
-def _in_request_order(requests: Sequence[GenerationRequest], *groups: Sequence[SampleRecord]) -> list[SampleRecord]:
+def in_request_order(requests: Sequence[GenerationRequest], *groups: Sequence[SampleRecord]) -> list[SampleRecord]:
+    """The records of ``groups`` that answer ``requests``, in the requests' order
+    (aggregates then sum in the same order however the records were produced)."""
     by_key = {(r.task, r.sample_id, r.repeat): r for group in groups for r in group}
     return [by_key[(q.task, q.sample_id, q.repeat)] for q in requests if (q.task, q.sample_id, q.repeat) in by_key]
 
@@ -301,7 +303,7 @@ def run(config: RunConfig, progress: bool = True, announce=None, backend=None) -
                     hits_before = cached.hits
                     cached.open_if_needed(todo)
                     new, wall_s = generate(task, todo, cached, writer, config.batch_size, progress)
-                    records = _in_request_order(requests, done, new)
+                    records = in_request_order(requests, done, new)
                     metrics[task.name] = aggregate(task, records, wall_s)
                     metrics[task.name]["performance"].update(
                         cache_hits=cached.hits - hits_before, resumed_records=len(done))
