@@ -33,7 +33,7 @@ from evalsuite.types import SampleRecord, Score, Timings
 KILL_ENV = "EVALSUITE_TEST_KILL_AT"
 KILL_STAGES = (
     "started",        # run.json written, nothing generated yet
-    "generated",      # a batch came back from the backend, before it is scored and written
+    "scoring",        # a batch came back from the backend, before it is scored and written
     "batch_written",  # a batch was appended to samples.jsonl
     "final_write",    # every sample written, before the final run.json
 )

@@ -166,7 +166,7 @@ def generate(task: Task, requests: list[GenerationRequest], backend, writer: Run
             generations = backend.generate(batch)
             if len(generations) != len(batch):
                 raise RuntimeError(f"backend {backend.name} returned {len(generations)} generations for {len(batch)} requests")
-            resuming.kill_point("generated")
+            resuming.kill_point("scoring")
             batch_records = score(task, batch, generations)
             writer.append(batch_records)
             resuming.kill_point("batch_written")
