@@ -475,6 +475,14 @@ def aggregate(records: Sequence[SampleRecord]) -> dict[str, Any]:
     }
 
 
+def _as(name: str, value: Any, kind: type):
+    """A task argument (a string when given on the command line) as ``kind``."""
+    try:
+        return kind(value)
+    except (TypeError, ValueError):
+        raise UsageError(f"equations: {name} must be a{'n integer' if kind is int else ' number'}, got {value!r}") from None
+
+
 @task("equations")
 def equations(
     count: int = 10,
@@ -496,14 +504,16 @@ def equations(
     """
     import os
 
-    count, difficulty, seed = int(count), int(difficulty), int(seed)
-    time_limit_s = float(time_limit_s)
+    count, difficulty, seed = _as("count", count, int), _as("difficulty", difficulty, int), _as("seed", seed, int)
+    time_limit_s, max_tokens = _as("time_limit_s", time_limit_s, float), _as("max_tokens", max_tokens, int)
     if domain not in (None, "real", "complex"):
         raise UsageError(f"equations: domain must be 'real' or 'complex', got {domain!r}")
     if time_limit_s <= 0:
         raise UsageError(f"equations: time_limit_s must be > 0, got {time_limit_s}")
     chosen = tuple(f.strip() for f in families.split(",")) if families else FAMILIES
-    workers = int(workers) if workers else max(1, os.cpu_count() or 1)
+    workers = _as("workers", workers, int) if workers else max(1, os.cpu_count() or 1)
+    if workers < 1 or max_tokens < 1:
+        raise UsageError("equations: workers and max_tokens must be >= 1")
     problems = [BRIEF_PROBLEM, *generate(count, difficulty, seed, chosen, domain)]
     if data_file:
         problems += load_problems(data_file)

@@ -340,3 +340,15 @@ def test_score_batch_and_aggregate_count_every_verdict():
         "unverifiable_rate": 1 / 3, "extraction_failure_rate": 1 / 3, "timeout_rate": 0.0,
     }
     assert agg["families"]["quadratic-real"]["value"] == 1.0 and agg["families"]["linear"]["value"] == 0.0
+
+
+def test_task_arguments_from_the_command_line_are_converted_or_refused():
+    t = build_task("equations", explicit={"count": "1", "difficulty": "2", "time_limit_s": "2.5"})
+    assert (len(t.samples), t.args["difficulty"], t.args["time_limit_s"]) == (1 + len(FAMILIES), 2, 2.5)
+    with pytest.raises(UsageError, match="count must be an integer"):
+        build_task("equations", explicit={"count": "many"})
+
+
+@pytest.mark.parametrize("name", ["power tower", "factorials", "nested parentheses"])
+def test_hostile_answers_to_a_system_are_unverifiable(name):
+    assert verify(HOSTILE[name], SYSTEM).status == "unverifiable"

@@ -647,6 +647,7 @@ def parse_answer(segment: str, variables: Sequence[str], limits: Limits = Limits
                     solutions.append(tuple(pending[v] for v in variables))
                     pending = {}
             else:
+                _Parser(member, limits).parse()  # an over-cap value is unverifiable, not merely unread
                 raise ParseError("a system's answer needs a tuple or named values")
     if pending:
         raise ParseError(f"values missing for {sorted(set(variables) - set(pending))}")
