@@ -258,15 +258,14 @@ def run(config: RunConfig, progress: bool = True, announce=None, backend=None) -
     backend to use (and leave open), e.g. one engine shared by a test session; by
     default one is built from config when the first uncached request needs it.
     """
+    previous: dict[str, Any] = resuming.load_run(Path(config.resume)) if config.resume else {}
+    if previous.get("status") == "complete":
+        return RunResult(Path(config.resume), previous.get("metrics") or {}, config.limit)
     model = resolve_model(config.model)
     tasks = load_tasks(config, model)
     backend_kwargs(config)  # fail on a bad backend flag before anything is written
-    previous: dict[str, Any] = {}
     if config.resume:
         run_dir = Path(config.resume)
-        previous = resuming.load_run(run_dir)
-        if previous.get("status") == "complete":
-            return RunResult(run_dir, previous.get("metrics") or {}, config.limit)
     else:
         run_dir = Path(config.output_dir) / (config.run_id or new_run_id(model.name))
         if run_dir.exists():
