@@ -37,10 +37,11 @@ from __future__ import annotations
 import atexit
 import json
 import random
+from collections.abc import Sequence
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from evalsuite.errors import UsageError
 from evalsuite.metrics import accuracy
@@ -329,8 +330,8 @@ def prompt_text(problem: Problem) -> str:
         head = f"Solve the equation {problem.equations[0]} for {v}. Find all {where} solutions.\n"
     lines = [
         head,
-        "Show your steps. Give exact values (fractions, square roots, i for the imaginary unit, "
-        "ln for natural logarithms), not decimals.",
+        ("Show your steps. Give exact values (fractions, square roots, i for the imaginary unit, "
+         "ln for natural logarithms), not decimals."),
     ]
     if problem.multiplicity:
         lines.append("Count multiplicity: list a repeated solution once for each time it occurs.")

@@ -10,13 +10,29 @@ import sympy
 
 from evalsuite.errors import UsageError
 from evalsuite.scoring.equations import (
-    CapExceeded, EquationSpec, Limits, ParseError, VerifierPool, compare, parse_answer, parse_equation,
-    parse_value, verify, verify_many,
+    CapExceeded,
+    EquationSpec,
+    Limits,
+    ParseError,
+    VerifierPool,
+    compare,
+    parse_answer,
+    parse_equation,
+    parse_value,
+    verify,
+    verify_many,
 )
 from evalsuite.task import build_task
 from evalsuite.types import Generation
 from tasks.equations import (
-    BRIEF_PROBLEM, FAMILIES, PRIMARY, SUBSTITUTION, generate, load_problems, spec_of, to_sample,
+    BRIEF_PROBLEM,
+    FAMILIES,
+    PRIMARY,
+    SUBSTITUTION,
+    generate,
+    load_problems,
+    spec_of,
+    to_sample,
 )
 
 QUADRATIC = EquationSpec(("x^2 - 5x + 6 = 0",), ("x",), (("2",), ("3",)), "real")
@@ -352,3 +368,11 @@ def test_task_arguments_from_the_command_line_are_converted_or_refused():
 @pytest.mark.parametrize("name", ["power tower", "factorials", "nested parentheses"])
 def test_hostile_answers_to_a_system_are_unverifiable(name):
     assert verify(HOSTILE[name], SYSTEM).status == "unverifiable"
+
+
+@pytest.mark.parametrize("answer, status", [
+    ("Final answer: -2/3", "wrong"), ("Final answer: 2/3", "right"), (r"Final answer: - \frac{2}{3}", "wrong"),
+    ("Final answer:\n- x = 2/3", "right"),
+])
+def test_a_leading_minus_is_a_sign_and_a_bullet_is_not(answer, status):
+    assert verify(answer, LINEAR).status == status

@@ -32,16 +32,27 @@ import multiprocessing
 import os
 import re
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from multiprocessing.connection import wait as wait_for
-from typing import Any, Callable, Sequence
+from typing import Any, Self
 
 import sympy
 
 __all__ = [
-    "Limits", "EquationSpec", "Verdict", "ParseError", "CapExceeded",
-    "parse_value", "parse_equation", "parse_answer", "extract_answer", "compare",
-    "substitution_check", "verify", "VerifierPool",
+    "CapExceeded",
+    "EquationSpec",
+    "Limits",
+    "ParseError",
+    "Verdict",
+    "VerifierPool",
+    "compare",
+    "extract_answer",
+    "parse_answer",
+    "parse_equation",
+    "parse_value",
+    "substitution_check",
+    "verify",
 ]
 
 RELATIVE_TOLERANCE = 1e-9
@@ -491,7 +502,7 @@ _NO_SOLUTION_RE = re.compile(
 )
 _LEAD_RE = re.compile(
     r"^\s*(?:(?:the|final|answers?|solutions?|roots?|real|complex|set|sets|is|are|of|so|thus|therefore|hence"
-    r"|we|get|have|equation|system|values?|obtain|gives?)\b\s*|[:*_#>-]\s*)+",
+    r"|we|get|have|equation|system|values?|obtain|gives?)\b\s*|[:*_#>]\s*|-\s+(?=[A-Za-z]))+",
     re.IGNORECASE,
 )
 _MULTIPLICITY_WORDS = {"double": 2, "twice": 2, "triple": 3, "thrice": 3, "repeated": 2}
@@ -876,11 +887,11 @@ def _worker_main(conn, memory_mib: int) -> None:
         fn, args = job
         try:
             result = ("ok", fn(*args))
-        except BaseException as e:  # the verdict is data; the worker lives on
+        except BaseException as e:  # noqa: BLE001 -- any failure of a job is data; the worker lives on
             result = ("error", f"{type(e).__name__}: {e}"[:300])
         try:
             conn.send(result)
-        except Exception as e:  # an unpicklable result
+        except Exception as e:  # noqa: BLE001 -- an unpicklable result of any kind
             conn.send(("error", f"result not sendable: {type(e).__name__}"))
 
 
@@ -1001,7 +1012,7 @@ class VerifierPool:
             w.conn.close()
         self._pool.clear()
 
-    def __enter__(self) -> "VerifierPool":
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc) -> None:
