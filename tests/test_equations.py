@@ -376,3 +376,8 @@ def test_hostile_answers_to_a_system_are_unverifiable(name):
 ])
 def test_a_leading_minus_is_a_sign_and_a_bullet_is_not(answer, status):
     assert verify(answer, LINEAR).status == status
+
+
+def test_trailing_prose_after_the_answer_is_ignored():
+    assert verify("Final answer: x = 2 and x = 3 are the solutions.", QUADRATIC).status == "right"
+    assert verify("Final answer: x = 2 is the only one", QUADRATIC).detail == "missing 3"

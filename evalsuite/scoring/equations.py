@@ -607,6 +607,12 @@ def parse_answer(segment: str, variables: Sequence[str], limits: Limits = Limits
         return []
     text = _LEAD_RE.sub("", text).strip().strip("*").strip()
     tokens = tokenize(text)
+    known = {*_FUNCTIONS, *_CONSTANTS, *variables, "pi", "frac", "or", "and", *_MULTIPLICITY_WORDS}
+    end = len(tokens)
+    while end and tokens[end - 1].kind == "word" and tokens[end - 1].text not in known:
+        end -= 1  # trailing prose: "x = 2 and x = 3 are the solutions"
+    if any(t.kind == "num" or t.text == "=" for t in tokens[:end]):
+        tokens = tokens[:end]
     if not tokens:
         raise ParseError("empty answer")
     n = len(variables)
