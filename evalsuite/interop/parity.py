@@ -119,9 +119,9 @@ def write_lm_eval_gsm8k(folder: Path, data_dir: Path) -> Path:
 
 def lm_eval_task(include_path: Path, name: str = LM_EVAL_TASK):
     """lm-eval's task object ``name`` found under ``include_path`` (no model involved)."""
-    from lm_eval.tasks import TaskManager, get_task_dict
+    from lm_eval.tasks import TaskManager
 
-    return get_task_dict([name], TaskManager(include_path=str(include_path)))[name]
+    return TaskManager(include_path=str(include_path)).load([name])["tasks"][name]
 
 
 def lm_eval_prompts(task, limit: int, seed: int = FEWSHOT_SEED) -> list[str]:
