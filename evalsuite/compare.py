@@ -22,9 +22,10 @@ failed. The outcome: ``regression`` when any check regressed (exit code 1).
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 from evalsuite.errors import UsageError
 from evalsuite.report import RunData, fmt, load_run, memory_figures, primary_scorer, verdict_index
@@ -76,7 +77,7 @@ def load_thresholds(path: str | Path | None) -> dict[str, Any]:
         values = values or {}
         unknown = set(values) - _SECTIONS[section]
         if unknown:
-            raise UsageError(f"{path}: unknown key '{sorted(unknown)[0]}' in '{section}' "
+            raise UsageError(f"{path}: unknown key '{min(unknown)}' in '{section}' "
                              f"(known: {', '.join(sorted(_SECTIONS[section]))})")
         merged[section].update(values)
     for section, key in (("accuracy", "max_drop"), ("latency", "max_increase"), ("memory", "max_increase")):
@@ -148,7 +149,7 @@ def accuracy_checks(base: RunData, cand: RunData, thresholds: Mapping[str, Any])
         if unpaired:
             warnings.append(f"{task}: {unpaired} samples are in only one run and are left out of the paired test")
         primary = primary_scorer(base, task)
-        scorers = list((base.metrics[task].get("scores") or {})) if thresholds["accuracy"]["scorers"] == "all" \
+        scorers = list(base.metrics[task].get("scores") or {}) if thresholds["accuracy"]["scorers"] == "all" \
             else [primary] if primary else []
         max_drop = _task_limit(thresholds, task, "accuracy", "max_drop")
         alpha = _task_limit(thresholds, task, "accuracy", "alpha")
@@ -284,8 +285,8 @@ def to_markdown(comparison: Comparison) -> str:
         lines += [f"| {k} | {fmt(a)} | {fmt(b)} |" for k, (a, b) in comparison.config_changes.items()]
     if comparison.warnings:
         lines += [""] + [f"- ⚠ {w}" for w in comparison.warnings]
-    lines += ["", "Accuracy: paired by task, sample id and repeat; exact McNemar for 0/1 verdicts, paired "
-              "bootstrap otherwise. A drop fails only when it exceeds the limit and is significant."]
+    lines += ["", ("Accuracy: paired by task, sample id and repeat; exact McNemar for 0/1 verdicts, paired "
+                   "bootstrap otherwise. A drop fails only when it exceeds the limit and is significant.")]
     return "\n".join(lines) + "\n"
 
 

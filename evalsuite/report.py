@@ -20,9 +20,10 @@ import html
 import json
 import re
 import time
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any
 
 from evalsuite.errors import UsageError
 
@@ -199,7 +200,7 @@ class Table:
     css_id: str = ""
 
     def markdown(self) -> str:
-        esc = lambda s: str(s).replace("|", "\\|").replace("\n", " ")  # noqa: E731
+        esc = lambda s: str(s).replace("|", "\\|").replace("\n", " ")
         lines = [f"### {self.title}", ""]
         if self.note:
             lines += [self.note, ""]
@@ -464,6 +465,11 @@ table.flips pre{white-space:pre-wrap;word-break:break-word;margin:0;max-height:2
 """
 
 
+def _pre(value: Any) -> str:
+    text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
+    return f"<pre>{html.escape(text)}</pre>"
+
+
 def _flip_html(flips: Sequence[Flip], base_label: str, cand_label: str) -> str:
     if not flips:
         return "<p>No sample changed its primary-metric verdict.</p>"
@@ -475,15 +481,16 @@ def _flip_html(flips: Sequence[Flip], base_label: str, cand_label: str) -> str:
                      f" on {html.escape(group[0].scorer)}</h4>")
         rows = []
         for f in group[:MAX_FLIPS_SHOWN]:
-            pre = lambda v: f"<pre>{html.escape(v if isinstance(v, str) else json.dumps(v, ensure_ascii=False))}</pre>"  # noqa: E731
-            answers = lambda r: html.escape(str((r.get("answers") or {}).get(f.scorer)))  # noqa: E731
+            def answers(record: Mapping[str, Any], scorer: str = f.scorer) -> str:
+                return html.escape(str((record.get("answers") or {}).get(scorer)))
+
             rows.append(
                 f"<tr class='flip'><td>{html.escape(f.sample_id)}"
                 f"{'' if not f.repeat else f' (repeat {f.repeat})'}<br><span class='{f.direction}'>{f.direction}</span>"
-                f"<br>target:{pre(f.base.get('target'))}</td>"
-                f"<td><details><summary>prompt</summary>{pre(f.base.get('prompt') or '')}</details></td>"
-                f"<td>verdict {fmt(f.base['verdicts'][f.scorer], 2)}, answer {answers(f.base)}{pre(f.base.get('output') or '')}</td>"
-                f"<td>verdict {fmt(f.cand['verdicts'][f.scorer], 2)}, answer {answers(f.cand)}{pre(f.cand.get('output') or '')}</td></tr>")
+                f"<br>target:{_pre(f.base.get('target'))}</td>"
+                f"<td><details><summary>prompt</summary>{_pre(f.base.get('prompt') or '')}</details></td>"
+                f"<td>verdict {fmt(f.base['verdicts'][f.scorer], 2)}, answer {answers(f.base)}{_pre(f.base.get('output') or '')}</td>"
+                f"<td>verdict {fmt(f.cand['verdicts'][f.scorer], 2)}, answer {answers(f.cand)}{_pre(f.cand.get('output') or '')}</td></tr>")
         more = len(group) - MAX_FLIPS_SHOWN
         parts.append(
             "<table class='flips'><colgroup><col style='width:12%'><col style='width:22%'>"

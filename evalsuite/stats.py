@@ -13,8 +13,8 @@ model), which is most of the variance in an accuracy comparison.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import numpy as np
 

@@ -47,9 +47,10 @@ import hashlib
 import json
 import sys
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 from evalsuite.config import EngineConfig, RunConfig
 from evalsuite.errors import UsageError
@@ -241,7 +242,7 @@ def run_suite(path: str | Path, args: Any, backend: Any = None) -> int:
     write_json_atomic(suite_dir / SUITE_FILE, {**header, "status": "running"})
 
     progress = not getattr(args, "no_progress", False)
-    announce = lambda line: print(line, file=sys.stderr)  # noqa: E731
+    announce = lambda line: print(line, file=sys.stderr)
     metrics: dict[str, Any] = {}
     groups: dict[str, list[RunConfig]] = {}
     for config in configs:

@@ -31,7 +31,7 @@ def test_significant_accuracy_drop_is_a_regression(tmp_path):
     cand = load_run(write_run(tmp_path, "cand", {"gsm8k": {"verdicts": WORSE, "e2e_ms_p95": 1000.0}},
                               temperature=1.5))
     c = compare_runs(base, cand, load_thresholds(None))
-    acc = [x for x in c.checks if x.kind == "accuracy"][0]
+    acc = next(x for x in c.checks if x.kind == "accuracy")
     assert (acc.test, acc.n, acc.verdict) == ("mcnemar-exact", 30, REGRESSION)
     assert acc.p_value == pytest.approx(2 / 2**8)
     assert acc.delta == pytest.approx(-8 / 30)
@@ -66,7 +66,7 @@ def test_latency_and_memory_thresholds(tmp_path):
                             memory={"peak_rss_gib": 4.4}))
     slow = load_run(write_run(tmp_path, "slow", {"t": {"verdicts": BASE, "e2e_ms_p95": 1600.0}},
                               memory={"peak_rss_gib": 4.8}))
-    by = lambda c: {x.kind: x for x in c.checks}  # noqa: E731
+    by = lambda c: {x.kind: x for x in c.checks}
     passed = by(compare_runs(base, ok, t))
     assert passed["latency"].verdict == "pass" and passed["latency"].delta == pytest.approx(0.4)
     assert passed["memory"].verdict == "pass"

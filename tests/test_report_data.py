@@ -4,8 +4,9 @@ in the results format, for the report and compare tests. No tests here."""
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 
 def write_run(root: Path, run_id: str, tasks: dict[str, dict[str, Any]], memory: dict | None = None,

@@ -86,7 +86,7 @@ def test_shipped_smoke_suite():
     suite = read_suite("suites/smoke.yaml")
     assert suite.name == "smoke"
     assert all(c.model is None and c.engine.max_model_len == 8192 and c.temperature == 0.0 for c in suite.configs)
-    assert [c.run_id for c in suite.configs][0] == "gsm8k"
+    assert suite.configs[0].run_id == "gsm8k"
     assert len({engine_group(c) for c in suite.configs}) == 1  # one engine for the whole suite
 
 
