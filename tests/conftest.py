@@ -2,7 +2,8 @@
 
 The real vLLM engine (CPU build, embedded SmolLM2-135M-Instruct) is started once per
 test session by the ``vllm_backend`` fixture and shared by every engine test; its
-context length (8,192) covers every task, the needle task included.
+context length (8,192) covers every task, the needle task included. It runs in
+float32 so that its greedy outputs can be compared token for token with transformers.
 """
 
 from __future__ import annotations
@@ -45,7 +46,7 @@ def vllm_backend(embedded_model):
     pytest.importorskip("vllm")
     from evalsuite.backends.vllm import VLLMBackend
 
-    backend = VLLMBackend(embedded_model, max_model_len=8192, dtype="bfloat16", seed=0, enforce_eager=True)
+    backend = VLLMBackend(embedded_model, max_model_len=8192, dtype="float32", seed=0, enforce_eager=True)
     yield backend
     backend.close()
 
