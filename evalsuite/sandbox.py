@@ -45,9 +45,9 @@ import sys
 import time
 import weakref
 from collections import deque
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
-from functools import lru_cache
-from typing import Sequence
+from functools import cache
 
 from evalsuite.errors import UsageError
 
@@ -199,13 +199,13 @@ def _worker_main() -> None:  # pragma: no cover - runs inside the sandbox, in it
         me = os.getpid()  # processes the program forks must not report in its name
         try:
             code = compile(program, "program.py", "exec")
-            exec(code, {"__name__": "__main__", "__builtins__": builtins})
+            exec(code, {"__name__": "__main__", "__builtins__": builtins})  # noqa: S102 - the point
             sys.stdout.flush()
             sys.stderr.flush()
             if os.getpid() == me:
                 os.write(3, token.encode())
             os._exit(0)
-        except BaseException as e:  # the program's own failure, reported to the worker
+        except BaseException as e:  # noqa: BLE001 - the program's own failure, reported to the worker
             line = f"{type(e).__name__}: {e}" if str(e) else type(e).__name__
             try:
                 if os.getpid() == me:
@@ -318,7 +318,7 @@ def _worker_main() -> None:  # pragma: no cover - runs inside the sandbox, in it
             send(run(json.loads(line)))
 
 
-@lru_cache(maxsize=None)
+@cache
 def bwrap_available() -> str | None:
     """Why bubblewrap cannot be used here, or ``None`` when it works.
 
@@ -328,7 +328,7 @@ def bwrap_available() -> str | None:
     if exe is None:
         return "bwrap is not installed (apt-get install bubblewrap)"
     try:
-        proc = subprocess.run(_bwrap_argv(exe) + ["/bin/true"], capture_output=True, timeout=30)
+        proc = subprocess.run(_bwrap_argv(exe) + ["/bin/true"], capture_output=True, timeout=30, check=False)
     except (OSError, subprocess.TimeoutExpired) as e:
         return f"bwrap failed to start: {e}"
     if proc.returncode != 0:
@@ -492,7 +492,7 @@ class SandboxPool:
     def close(self) -> None:
         self._finalizer()
 
-    def __enter__(self) -> "SandboxPool":
+    def __enter__(self) -> SandboxPool:  # noqa: PYI034
         return self
 
     def __exit__(self, *exc) -> None:

@@ -25,8 +25,9 @@ from __future__ import annotations
 import gzip
 import json
 from collections import Counter, defaultdict
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from evalsuite.errors import UsageError
 from evalsuite.metrics import mean_stderr
@@ -92,21 +93,26 @@ def load_problems(path: Path) -> list[dict[str, Any]]:
     return problems
 
 
-def completion_for(output: str, entry_point: str) -> str | None:
-    """The text to append to the prompt for a model output, or None if it has no code."""
-    code = extract_code(output, entry_point)
+def completion_for(output: str, entry_point: str, bare_body: bool = True) -> str | None:
+    """The text to append to the prompt for a model output, or None if it has no code.
+
+    ``bare_body``: read unfenced text without the function's definition as its body
+    (completion prompts); chat answers must put their code in a block or define it.
+    """
+    code = extract_code(output, entry_point, bare_body)
     return None if code is None else completion_from_code(code, entry_point)
 
 
 def score_outputs(problems: Sequence[dict], outputs: Sequence[str | None], pool: SandboxPool,
-                  limits: Limits) -> list[Score]:
+                  limits: Limits, bare_body: bool = True) -> list[Score]:
     """Runs each output against its problem's tests; one Score per output.
 
     ``outputs[i] is None`` marks a failed request (scored 0 without running).
     ``Score.answer`` is the completion that ran (None when none was found);
     ``Score.detail`` is ``"<status>: <reason>"`` for an answer that did not pass.
     """
-    completions = [None if o is None else completion_for(o, p["entry_point"]) for p, o in zip(problems, outputs)]
+    completions = [None if o is None else completion_for(o, p["entry_point"], bare_body)
+                   for p, o in zip(problems, outputs)]
     runnable = [i for i, c in enumerate(completions) if c is not None]
     outcomes = pool.run(
         [humaneval_program(problems[i]["prompt"], completions[i], problems[i]["test"], problems[i]["entry_point"])
@@ -172,6 +178,10 @@ def humaneval(
     ks = (ks,) if isinstance(ks, int) else tuple(ks)
     if not ks or not all(isinstance(k, int) and k >= 1 for k in ks):
         raise UsageError(f"humaneval: ks must be positive integers, got {ks!r}")
+    if isinstance(timeout_s, bool) or not isinstance(timeout_s, (int, float)) or timeout_s <= 0:
+        raise UsageError(f"humaneval: timeout_s must be a positive number of seconds, got {timeout_s!r}")
+    if workers is not None and (not isinstance(workers, int) or workers < 1):
+        raise UsageError(f"humaneval: workers must be a positive integer, got {workers!r}")
     isolation = resolve_isolation(sandbox, bool(allow_unsandboxed))
     limits = Limits(timeout_s=float(timeout_s))
     path = Path(data_file).expanduser() if data_file else default_data_file()
@@ -186,6 +196,7 @@ def humaneval(
         samples = [Sample(p["task_id"], p["prompt"], p.get("canonical_solution"),
                           {"entry_point": p["entry_point"]}) for p in problems]
         stop = COMPLETION_STOP
+    bare_body = prompt == "completion"
     sampled = num_samples > 1
     params = SamplingParams(max_tokens=512, temperature=0.8 if sampled else 0.0,
                             top_p=0.95 if sampled else 1.0, stop=stop)
@@ -193,11 +204,11 @@ def humaneval(
     def score_batch(batch: Sequence[Sample], generations: Sequence[Generation]) -> list[dict[str, Score]]:
         outputs = [None if g.error else g.text for g in generations]
         pool = shared_pool(isolation, workers)
-        scores = score_outputs([by_id[s.id] for s in batch], outputs, pool, limits)
+        scores = score_outputs([by_id[s.id] for s in batch], outputs, pool, limits, bare_body)
         return [{"pass@1": s} for s in scores]
 
     def score_one(output: str, sample: Sample) -> Score:
-        return score_outputs([by_id[sample.id]], [output], shared_pool(isolation, workers), limits)[0]
+        return score_outputs([by_id[sample.id]], [output], shared_pool(isolation, workers), limits, bare_body)[0]
 
     def aggregate(records: Sequence[SampleRecord]) -> dict[str, Any]:
         statuses = Counter((r.scores["pass@1"].detail or "passed").split(":")[0] for r in records)

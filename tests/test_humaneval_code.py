@@ -1,6 +1,11 @@
 """Extracting a function from an answer and building HumanEval's program (pure)."""
 
-from evalsuite.scoring.code import code_blocks, completion_from_code, extract_code, humaneval_program
+from evalsuite.scoring.code import (
+    code_blocks,
+    completion_from_code,
+    extract_code,
+    humaneval_program,
+)
 
 PROMPT = 'from typing import List\n\n\ndef head(xs: List[int]) -> int:\n    """First item."""\n'
 
@@ -26,6 +31,12 @@ def test_without_a_defining_block_the_first_python_block_is_taken():
 
 def test_unfenced_answer_is_cut_at_the_definition():
     assert extract_code("Sure! Here it is:\ndef head(xs):\n    return xs[0]\n", "head") == "def head(xs):\n    return xs[0]\n"
+
+
+def test_unfenced_text_is_a_body_only_when_allowed():
+    assert extract_code("    return xs[0]\n", "head") == "    return xs[0]\n"
+    assert extract_code("I would return the first item.", "head", bare_body=False) is None
+    assert extract_code("def head(xs):\n    return 1\n", "head", bare_body=False) == "def head(xs):\n    return 1\n"
 
 
 def test_empty_answer_is_an_extraction_failure():
@@ -56,5 +67,5 @@ def test_redefinition_keeps_the_prompts_imports():
     # The answer uses List without importing it; the prompt's import stays in scope.
     completion = completion_from_code("def head(xs: List[int]) -> int:\n    return xs[0]\n", "head")
     namespace: dict = {}
-    exec(humaneval_program(PROMPT, completion, "def check(f):\n    assert f([3, 4]) == 3\n", "head"), namespace)
+    exec(humaneval_program(PROMPT, completion, "def check(f):\n    assert f([3, 4]) == 3\n", "head"), namespace)  # noqa: S102
     assert namespace["head"]([7]) == 7

@@ -3,10 +3,10 @@ reason, and the pool goes on. Every test is bounded by pytest-timeout; the whole
 suite, run as one batch, by ``SUITE_BOUND_S``."""
 
 import os
-from collections import Counter
 import socket
 import time
 import uuid
+from collections import Counter
 from pathlib import Path
 
 import pytest

@@ -29,20 +29,25 @@ def code_blocks(text: str) -> list[str]:
     return [m.group(2) for m in _FENCE.finditer(text) if m.group(1).lower() in PYTHON_FENCES]
 
 
-def extract_code(output: str, entry_point: str) -> str | None:
+def extract_code(output: str, entry_point: str, bare_body: bool = True) -> str | None:
     """The code in a model's answer: the first fenced block that defines
-    ``entry_point``, else the first Python block, else the unfenced text (from the
-    ``def entry_point`` line when there is one). ``None`` when nothing but
-    whitespace is left (an extraction failure).
+    ``entry_point``, else the first Python block, else the unfenced text from the
+    ``def entry_point`` line, else (when ``bare_body``, as for base-model
+    completions) the whole text as the function's body. ``None`` when nothing but
+    whitespace is left, or for unfenced prose without the definition when not
+    ``bare_body`` (an extraction failure).
     """
     blocks = code_blocks(output)
     if blocks:
         code = next((b for b in blocks if _defines(b, entry_point)), blocks[0])
     else:
-        code = output
-        match = re.search(rf"^[ \t]*(?:async[ \t]+)?def[ \t]+{re.escape(entry_point)}[ \t]*\(", code, re.MULTILINE)
+        match = re.search(rf"^[ \t]*(?:async[ \t]+)?def[ \t]+{re.escape(entry_point)}[ \t]*\(", output, re.MULTILINE)
         if match:
-            code = code[match.start():]
+            code = output[match.start():]
+        elif bare_body:
+            code = output
+        else:
+            return None
     return code if code.strip() else None
 
 
