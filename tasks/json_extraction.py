@@ -399,7 +399,7 @@ def aggregate_outcomes(records: Sequence[SampleRecord]) -> dict[str, Any]:
         counts[outcome(r)] += 1
     truncated = [float(r.finish_reason == "length") for r in records]
     finished = [r for r in records if r.finish_reason != "length" and r.error is None]
-    schemas = {jf._key(r.metadata["schema"]): r.metadata["schema"] for r in records if "schema" in r.metadata}
+    schemas = {jf.schema_key(r.metadata["schema"]): r.metadata["schema"] for r in records if "schema" in r.metadata}
     return {
         "outcomes": {**counts, "n": len(records)},
         "truncated_rate": accuracy(truncated, [True] * len(truncated)),

@@ -208,7 +208,8 @@ def _validator(schema_json: str):
     return Draft202012Validator(json.loads(schema_json), format_checker=format_checker())
 
 
-def _key(schema: Mapping[str, Any]) -> str:
+def schema_key(schema: Mapping[str, Any]) -> str:
+    """A canonical JSON text of ``schema`` (sorted keys), usable as a cache key."""
     return json.dumps(schema, sort_keys=True, ensure_ascii=False)
 
 
@@ -227,13 +228,13 @@ def check_schema(schema: Mapping[str, Any]) -> str | None:
 def schema_errors(value: Any, schema: Mapping[str, Any]) -> list[str]:
     """Every way ``value`` breaks ``schema`` (Draft 2020-12, formats asserted),
     one ``"<json path>: <message>"`` line each, in jsonschema's order; ``[]`` if valid."""
-    validator = _validator(_key(schema))
+    validator = _validator(schema_key(schema))
     return [f"{e.json_path}: {e.message}" for e in validator.iter_errors(value)]
 
 
 def schema_valid(value: Any, schema: Mapping[str, Any]) -> bool:
     """True when ``value`` follows ``schema`` (Draft 2020-12, formats asserted)."""
-    return _validator(_key(schema)).is_valid(value)
+    return _validator(schema_key(schema)).is_valid(value)
 
 
 def _walk_schemas(schema: Any) -> Iterator[Mapping[str, Any]]:
