@@ -1,0 +1,365 @@
+"""OpenAI-compatible HTTP servers (``vllm serve``, SGLang, TGI, OpenAI itself).
+
+Conversations go to ``POST /v1/chat/completions`` (the server applies the model's
+chat template), plain-string prompts to ``POST /v1/completions``. Every request is
+streamed (server-sent events, as in the OpenAI API reference) so that TTFT,
+inter-token latency and end-to-end latency are measured the way
+``vllm bench serve`` measures them: from sending the request to the first
+non-empty content chunk, between consecutive content chunks, and to the last one.
+
+Several ``base_urls`` are replicas of one model: each request goes to the replica
+with the fewest requests in flight (ties rotate). Results do not depend on the
+number of replicas, because greedy decoding is deterministic and sampled requests
+carry their own seed derived from the sample's identity
+(:func:`evalsuite.runner.request_seed`).
+
+Faults are data: a connection error, HTTP 429 or 5xx is retried with exponential
+backoff (``backoff_base_s * 2**attempt``, capped at ``backoff_cap_s``; a
+``Retry-After`` header is honoured up to the cap) on another replica when there
+is one, at most ``max_retries`` times; a request that still fails, times out
+(``request_timeout`` seconds for the whole request, not retried) or gets another
+4xx becomes a :class:`~evalsuite.types.Generation` with ``error`` set.
+
+The API key is read from ``EVALSUITE_API_KEY``, else ``OPENAI_API_KEY``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+from evalsuite.backends import messages_to_dicts
+from evalsuite.errors import UsageError
+from evalsuite.registry import backends
+from evalsuite.types import Generation, GenerationRequest, Timings
+
+DEFAULT_BASE_URL = "http://127.0.0.1:8000/v1"
+_RETRY_STATUS = frozenset({429, 500, 502, 503, 504}) | frozenset(range(505, 600))
+
+
+class _Retryable(Exception):
+    """A failure worth another attempt: connection error, 429, 5xx, cut-off stream."""
+
+    def __init__(self, reason: str, retry_after_s: float | None = None) -> None:
+        super().__init__(reason)
+        self.retry_after_s = retry_after_s
+
+
+class _Fatal(Exception):
+    """A failure another attempt would repeat: 4xx other than 429, malformed reply."""
+
+
+def normalize_base_url(url: str) -> str:
+    """``http://host:8000`` and ``http://host:8000/v1/`` both become ``http://host:8000/v1``.
+
+    Raises UsageError for a URL without ``http://`` or ``https://``.
+    """
+    url = url.strip().rstrip("/")
+    if not url.startswith(("http://", "https://")):
+        raise UsageError(f"--base-url must start with http:// or https://, got {url!r}")
+    host_and_path = url.split("://", 1)[1]
+    return url if "/" in host_and_path else f"{url}/v1"
+
+
+def backoff_s(attempt: int, base_s: float, cap_s: float, retry_after_s: float | None = None) -> float:
+    """Seconds to wait before retry number ``attempt + 1`` (``attempt`` counts from 0).
+
+    ``base_s * 2**attempt`` capped at ``cap_s``; a server's ``Retry-After`` replaces it,
+    still capped.
+    """
+    if retry_after_s is not None:
+        return min(cap_s, max(0.0, retry_after_s))
+    return min(cap_s, base_s * (2 ** attempt))
+
+
+def choose_model(requested: str | None, served: Sequence[str], default_requested: bool) -> str:
+    """The served model id to send in requests.
+
+    ``requested`` is what ``--model`` resolved to (a path or hub id). It is used when
+    a server lists it, or lists exactly one id with the same last path component
+    (``Qwen/Qwen2.5-7B-Instruct`` served, ``/models/Qwen2.5-7B-Instruct`` asked).
+    When no model was asked for (``default_requested``) and the server serves exactly
+    one, that one is used. Raises UsageError otherwise, listing what is served.
+    """
+    if requested is not None and requested in served:
+        return requested
+    if requested is not None:
+        name = Path(requested.rstrip("/")).name
+        same_name = [s for s in served if Path(s.rstrip("/")).name == name]
+        if len(same_name) == 1:
+            return same_name[0]
+    if default_requested and len(served) == 1:
+        return served[0]
+    raise UsageError(
+        f"the server does not serve model {requested!r}; it serves: {', '.join(served) or 'nothing'}"
+        " (pass one of these with --model)"
+    )
+
+
+def request_body(request: GenerationRequest, model: str) -> tuple[str, dict[str, Any]]:
+    """The endpoint path (relative to the base URL) and JSON body for one request."""
+    p = request.params
+    body: dict[str, Any] = {
+        "model": model,
+        "max_tokens": p.max_tokens,
+        "temperature": p.temperature,
+        "top_p": p.top_p,
+        "stream": True,
+        "stream_options": {"include_usage": True},
+    }
+    if p.stop:
+        body["stop"] = list(p.stop)
+    if p.seed is not None:
+        body["seed"] = p.seed
+    if request.json_schema is not None:
+        body["response_format"] = {
+            "type": "json_schema",
+            "json_schema": {"name": "output", "schema": dict(request.json_schema)},
+        }
+    if isinstance(request.prompt, str):
+        return "/completions", {**body, "prompt": request.prompt}
+    return "/chat/completions", {**body, "messages": messages_to_dicts(request.prompt)}
+
+
+@dataclass
+class _Replica:
+    url: str
+    in_flight: int = 0
+    sent: int = 0
+    failed: int = 0
+
+
+@dataclass
+class _Stream:
+    """What one streamed response held."""
+
+    text: str
+    finish_reason: str | None
+    prompt_tokens: int | None
+    output_tokens: int | None
+    timings: Timings
+
+
+def parse_sse_line(line: str) -> dict[str, Any] | None:
+    """One ``data: {...}`` event as a dict; None for other lines and ``[DONE]``."""
+    if not line.startswith("data:"):
+        return None
+    data = line[5:].strip()
+    if not data or data == "[DONE]":
+        return None
+    return json.loads(data)
+
+
+@backends.register("openai")
+class OpenAIBackend:
+    """A model behind one or more OpenAI-compatible endpoints.
+
+    Args:
+        model: what ``--model`` resolved to; matched against ``GET /v1/models``
+            (see :func:`choose_model`). ``None`` takes the one served model.
+        base_urls: endpoints of replicas of one model (default ``$OPENAI_BASE_URL``
+            or ``http://127.0.0.1:8000/v1``); ``/v1`` is added when the URL has no path.
+        max_concurrency: requests in flight at once over all replicas (default 16).
+        request_timeout: seconds for one attempt, from sending to the last byte (default 600).
+        max_retries: further attempts after a connection error, 429 or 5xx (default 5).
+        backoff_base_s, backoff_cap_s: exponential backoff between attempts, in seconds.
+        api_key: bearer token; default ``$EVALSUITE_API_KEY``, else ``$OPENAI_API_KEY``.
+
+    Raises UsageError for bad settings, when no endpoint answers ``/models``, or when
+    the model is not served.
+    """
+
+    name = "openai"
+
+    def __init__(
+        self,
+        model: str | None = None,
+        *,
+        base_urls: Sequence[str] | None = None,
+        max_concurrency: int | None = None,
+        request_timeout: float | None = None,
+        max_retries: int | None = None,
+        backoff_base_s: float = 0.5,
+        backoff_cap_s: float = 10.0,
+        api_key: str | None = None,
+    ) -> None:
+        urls = tuple(base_urls or (os.environ.get("OPENAI_BASE_URL") or DEFAULT_BASE_URL,))
+        self.base_urls = tuple(dict.fromkeys(normalize_base_url(u) for u in urls))
+        self.max_concurrency = 16 if max_concurrency is None else max_concurrency
+        self.request_timeout = 600.0 if request_timeout is None else request_timeout
+        self.max_retries = 5 if max_retries is None else max_retries
+        if self.max_concurrency < 1:
+            raise UsageError(f"--max-concurrency must be >= 1, got {self.max_concurrency}")
+        if self.request_timeout <= 0:
+            raise UsageError(f"--request-timeout must be > 0 seconds, got {self.request_timeout}")
+        if self.max_retries < 0:
+            raise UsageError(f"--max-retries must be >= 0, got {self.max_retries}")
+        self.backoff_base_s, self.backoff_cap_s = backoff_base_s, backoff_cap_s
+        key = api_key or os.environ.get("EVALSUITE_API_KEY") or os.environ.get("OPENAI_API_KEY")
+        self._headers = {"Authorization": f"Bearer {key}"} if key else {}
+        self.replicas = [_Replica(u) for u in self.base_urls]
+        self.served = self._served_models()
+        ids = sorted({m for models in self.served.values() for m in models})
+        self.model = choose_model(model, ids, default_requested=model is None or _is_embedded_default(model))
+        missing = [u for u, models in self.served.items() if self.model not in models]
+        if missing:
+            raise UsageError(f"replica(s) {', '.join(missing)} do not serve {self.model!r}")
+
+    def _served_models(self) -> dict[str, list[str]]:
+        """Model ids per replica that answered ``GET /models``; UsageError if none did."""
+        import httpx
+
+        served, failures = {}, []
+        for url in self.base_urls:
+            try:
+                response = httpx.get(f"{url}/models", headers=self._headers, timeout=min(30.0, self.request_timeout))
+                response.raise_for_status()
+                served[url] = [m["id"] for m in response.json()["data"]]
+            except (httpx.HTTPError, ValueError, KeyError) as e:
+                failures.append(f"{url}: {type(e).__name__}: {e}")
+        if not served:
+            raise UsageError("no endpoint answered GET /models (is the server up?): " + "; ".join(failures))
+        return served
+
+    def _pick(self, avoid: _Replica | None) -> _Replica:
+        """The least-loaded replica (fewest in flight, then fewest sent), not ``avoid`` if possible."""
+        candidates = [r for r in self.replicas if r is not avoid] or self.replicas
+        return min(candidates, key=lambda r: (r.in_flight, r.sent))
+
+    def generate(self, requests: Sequence[GenerationRequest]) -> list[Generation]:
+        """All requests at once, at most ``max_concurrency`` in flight; results in order."""
+        return asyncio.run(self._generate(requests))
+
+    async def _generate(self, requests: Sequence[GenerationRequest]) -> list[Generation]:
+        import httpx
+
+        limits = httpx.Limits(max_connections=self.max_concurrency, max_keepalive_connections=self.max_concurrency)
+        slots = asyncio.Semaphore(self.max_concurrency)
+        timeout = httpx.Timeout(self.request_timeout, connect=min(10.0, self.request_timeout))
+        async with httpx.AsyncClient(limits=limits, timeout=timeout, headers=self._headers) as client:
+            return list(await asyncio.gather(*(self._request(client, slots, r) for r in requests)))
+
+    async def _request(self, client, slots: asyncio.Semaphore, request: GenerationRequest) -> Generation:
+        import httpx
+
+        path, body = request_body(request, self.model)
+        prompt_text = request.prompt if isinstance(request.prompt, str) else None
+        avoid: _Replica | None = None
+        for attempt in range(self.max_retries + 1):
+            async with slots:
+                replica = self._pick(avoid)
+                replica.in_flight += 1
+                replica.sent += 1
+                try:
+                    got = await asyncio.wait_for(self._stream(client, replica.url + path, body), self.request_timeout)
+                    return Generation(got.text, got.finish_reason, prompt_text, got.prompt_tokens,
+                                      got.output_tokens, got.timings)
+                except httpx.ConnectTimeout as e:  # an unreachable host, not a slow model
+                    reason, retry_after = f"{type(e).__name__}: {e} from {replica.url}", None
+                except (asyncio.TimeoutError, httpx.TimeoutException):
+                    return _failed(prompt_text, f"timeout: no complete response within {self.request_timeout:g} s "
+                                                f"from {replica.url}")
+                except _Fatal as e:
+                    return _failed(prompt_text, f"{e} from {replica.url}")
+                except httpx.TransportError as e:
+                    reason, retry_after = f"{type(e).__name__}: {e} from {replica.url}", None
+                except _Retryable as e:
+                    reason, retry_after = f"{e} from {replica.url}", e.retry_after_s
+                finally:
+                    replica.in_flight -= 1
+                replica.failed += 1
+                avoid = replica
+            if attempt < self.max_retries:
+                await asyncio.sleep(backoff_s(attempt, self.backoff_base_s, self.backoff_cap_s, retry_after))
+        return _failed(prompt_text, f"{reason} (gave up after {self.max_retries + 1} attempts)")
+
+    async def _stream(self, client, url: str, body: dict[str, Any]) -> _Stream:
+        """One attempt: POST, then read the event stream to its end."""
+        chat = url.endswith("/chat/completions")
+        start = time.perf_counter()
+        arrivals: list[float] = []
+        parts: list[str] = []
+        finish: str | None = None
+        usage: dict[str, Any] = {}
+        done = False
+        async with client.stream("POST", url, json=body) as response:
+            if response.status_code != 200:
+                detail = (await response.aread()).decode(errors="replace")[:300]
+                reason = f"HTTP {response.status_code}: {detail}"
+                if response.status_code in _RETRY_STATUS:
+                    raise _Retryable(reason, _retry_after(response.headers.get("retry-after")))
+                raise _Fatal(reason)
+            async for line in response.aiter_lines():
+                if line.strip() == "data: [DONE]":
+                    done = True
+                    break
+                try:
+                    event = parse_sse_line(line)
+                except ValueError as e:
+                    raise _Fatal(f"malformed event in the response stream: {line[:200]!r} ({e})") from None
+                if event is None:
+                    continue
+                if "error" in event:
+                    raise _Fatal(f"server error in the stream: {json.dumps(event['error'])[:300]}")
+                for choice in event.get("choices") or ():
+                    piece = (choice.get("delta") or {}).get("content") if chat else choice.get("text")
+                    if piece:
+                        arrivals.append(time.perf_counter())
+                        parts.append(piece)
+                    finish = choice.get("finish_reason") or finish
+                usage = event.get("usage") or usage
+        if not done and finish is None:
+            raise _Retryable("the response stream ended before the model finished")
+        end = arrivals[-1] if arrivals else time.perf_counter()
+        timings = Timings(
+            e2e_s=end - start,
+            ttft_s=arrivals[0] - start if arrivals else None,
+            itl_s=tuple(b - a for a, b in zip(arrivals, arrivals[1:])) if arrivals else None,
+        )
+        return _Stream("".join(parts), finish, usage.get("prompt_tokens"), usage.get("completion_tokens"), timings)
+
+    def replica_counts(self) -> dict[str, dict[str, int]]:
+        """Attempts sent to and failed on each replica so far."""
+        return {r.url: {"sent": r.sent, "failed": r.failed} for r in self.replicas}
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "backend": self.name,
+            "served_model": self.model,
+            # The response cache keys on this: answers depend on the served model,
+            # not on which or how many replicas serve it.
+            "engine": {"served_model": self.model},
+            "base_urls": list(self.base_urls),
+            "served_models": self.served,
+            "max_concurrency": self.max_concurrency,
+            "request_timeout_s": self.request_timeout,
+            "max_retries": self.max_retries,
+            "backoff_s": {"base": self.backoff_base_s, "cap": self.backoff_cap_s},
+            "api_key_set": bool(self._headers),
+        }
+
+    def close(self) -> None:
+        """Nothing to release: each ``generate`` call opens and closes its own client."""
+
+
+def _failed(prompt_text: str | None, reason: str) -> Generation:
+    return Generation("", "error", prompt_text, error=reason)
+
+
+def _retry_after(value: str | None) -> float | None:
+    try:
+        return float(value) if value is not None else None
+    except ValueError:  # an HTTP date; rare from model servers
+        return None
+
+
+def _is_embedded_default(model: str) -> bool:
+    """Whether ``model`` is the embedded default's directory, i.e. ``--model`` was not given."""
+    from evalsuite.models import EMBEDDED_NAME, cache_dir
+
+    return Path(model).expanduser().resolve() == (cache_dir() / "models" / EMBEDDED_NAME).resolve()

@@ -1,0 +1,120 @@
+"""A small real OpenAI-compatible HTTP server with faults on demand, for fault tests.
+
+Run as its own process (``python tests/fault_servers.py --port P ...``) so a test
+can kill it with SIGKILL mid-run and start it again on the same port. It serves
+``GET /v1/models``, streaming ``POST /v1/chat/completions`` and
+``POST /v1/completions``, and ``GET /stats`` (attempts seen per prompt).
+
+The reply to a prompt is :func:`reply_for` of its text, streamed one word per
+event, so a test knows every expected output. Faults, chosen by substrings of
+the prompt text (the user messages joined, or the plain prompt):
+
+- ``--fail MARKER``: answer HTTP 500 every time;
+- ``--slow MARKER``: wait ``--slow-seconds`` before answering;
+- ``--word-delay S``: pause between streamed words (keeps requests in flight).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+
+def prompt_text(body: dict) -> str:
+    if "messages" in body:
+        return "\n".join(m["content"] for m in body["messages"])
+    return body["prompt"]
+
+
+def reply_for(text: str) -> str:
+    """The deterministic answer to a prompt: its length in characters."""
+    return f"I counted the prompt. The answer is {len(text)}."
+
+
+def make_handler(args: argparse.Namespace, stats: dict, lock: threading.Lock):
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.0"  # the body ends when the connection closes
+
+        def log_message(self, *_):  # keep test output quiet
+            pass
+
+        def _json(self, status: int, payload: dict) -> None:
+            data = json.dumps(payload).encode()
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def do_GET(self) -> None:
+            if self.path == "/v1/models":
+                self._json(200, {"object": "list", "data": [{"id": args.model_id, "object": "model"}]})
+            elif self.path == "/stats":
+                with lock:
+                    self._json(200, dict(stats))
+            else:
+                self._json(404, {"error": {"message": f"no route {self.path}"}})
+
+        def do_POST(self) -> None:
+            body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))))
+            chat = self.path == "/v1/chat/completions"
+            if not chat and self.path != "/v1/completions":
+                return self._json(404, {"error": {"message": f"no route {self.path}"}})
+            text = prompt_text(body)
+            with lock:
+                stats["attempts"][text] = stats["attempts"].get(text, 0) + 1
+            if any(m in text for m in args.fail):
+                return self._json(500, {"error": {"message": "injected failure"}})
+            if any(m in text for m in args.slow):
+                time.sleep(args.slow_seconds)
+            words = reply_for(text).split(" ")
+            try:
+                self.send_response(200)
+                self.send_header("Content-Type", "text/event-stream")
+                self.end_headers()
+                for i, word in enumerate(words):
+                    piece = word if i == 0 else " " + word
+                    choice = {"index": 0, "delta": {"content": piece}} if chat else {"index": 0, "text": piece}
+                    self._event({"choices": [{**choice, "finish_reason": None}]})
+                    time.sleep(args.word_delay)
+                last = {"index": 0, "delta": {}} if chat else {"index": 0, "text": ""}
+                self._event({"choices": [{**last, "finish_reason": "stop"}]})
+                self._event({"choices": [], "usage": {"prompt_tokens": len(text.split()),
+                                                      "completion_tokens": len(words)}})
+                self.wfile.write(b"data: [DONE]\n\n")
+                self.wfile.flush()
+            except (BrokenPipeError, ConnectionResetError):
+                return
+            with lock:
+                stats["served"] += 1
+
+        def _event(self, payload: dict) -> None:
+            self.wfile.write(b"data: " + json.dumps(payload).encode() + b"\n\n")
+            self.wfile.flush()
+
+    return Handler
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--model-id", default="fault-model")
+    parser.add_argument("--fail", action="append", default=[])
+    parser.add_argument("--slow", action="append", default=[])
+    parser.add_argument("--slow-seconds", type=float, default=5.0)
+    parser.add_argument("--word-delay", type=float, default=0.0)
+    args = parser.parse_args(argv)
+    stats: dict = {"attempts": {}, "served": 0}
+    server = ThreadingHTTPServer(("127.0.0.1", args.port), make_handler(args, stats, threading.Lock()))
+    server.daemon_threads = True
+    print(f"listening on {args.port}", flush=True)
+    server.serve_forever()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
