@@ -25,7 +25,7 @@ from pathlib import Path
 def timed_run(args: list[str], env: dict[str, str]) -> float:
     start = time.perf_counter()
     proc = subprocess.run([sys.executable, "-m", "evalsuite.cli", "run", *args, "--no-progress"], env=env,
-                          capture_output=True, text=True)
+                          capture_output=True, text=True, check=False)
     elapsed = time.perf_counter() - start
     if proc.returncode != 0:
         sys.exit(f"evalsuite run failed ({proc.returncode}):\n{proc.stdout[-2000:]}\n{proc.stderr[-4000:]}")

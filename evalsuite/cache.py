@@ -29,9 +29,10 @@ import hashlib
 import json
 import sqlite3
 import time
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any
 
 from evalsuite.types import Generation, GenerationRequest, Timings
 

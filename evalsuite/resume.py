@@ -22,8 +22,9 @@ from __future__ import annotations
 import json
 import os
 import signal
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 from evalsuite.config import EngineConfig, RunConfig
 from evalsuite.errors import UsageError
@@ -159,6 +160,7 @@ def timings_from_dict(t: Mapping[str, Any] | None) -> Timings:
 class AppendWriter(RunWriter):
     """A :class:`RunWriter` on an existing run directory, appending to its samples."""
 
-    def __init__(self, run_dir: Path) -> None:  # noqa: super().__init__ would create the directory
+    def __init__(self, run_dir: Path) -> None:
+        # Not super().__init__: that creates the directory, which must exist here.
         self.run_dir = Path(run_dir)
-        self._samples = open(self.run_dir / "samples.jsonl", "a", encoding="utf-8")
+        self._samples = open(self.run_dir / "samples.jsonl", "a", encoding="utf-8")  # noqa: SIM115 (closed by close())

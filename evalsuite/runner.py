@@ -19,7 +19,13 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from evalsuite import resume as resuming
-from evalsuite.cache import CachedBackend, ResponseCache, chat_template_sha256, default_path, run_identity
+from evalsuite.cache import (
+    CachedBackend,
+    ResponseCache,
+    chat_template_sha256,
+    default_path,
+    run_identity,
+)
 from evalsuite.config import RunConfig
 from evalsuite.errors import UsageError
 from evalsuite.metrics import accuracy, distribution
