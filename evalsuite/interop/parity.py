@@ -121,7 +121,7 @@ def lm_eval_task(include_path: Path, name: str = LM_EVAL_TASK):
     """lm-eval's task object ``name`` found under ``include_path`` (no model involved)."""
     from lm_eval.tasks import TaskManager
 
-    return TaskManager(include_path=str(include_path)).load([name])["tasks"][name]
+    return TaskManager(include_path=str(include_path), include_defaults=False).load([name])["tasks"][name]
 
 
 def lm_eval_prompts(task, limit: int, seed: int = FEWSHOT_SEED) -> list[str]:
@@ -307,8 +307,9 @@ def run_lm_eval(settings: EngineSettings, data_dir: Path, limit: int, output_dir
         engine_s = time.perf_counter() - start
         try:
             start = time.perf_counter()
+            tasks = TaskManager(include_path=str(folder), include_defaults=False)  # only our YAML: fast
             results = lm_eval.simple_evaluate(
-                model=lm, tasks=[LM_EVAL_TASK], task_manager=TaskManager(include_path=str(folder)),
+                model=lm, tasks=[LM_EVAL_TASK], task_manager=tasks,
                 limit=limit, log_samples=True, bootstrap_iters=0, fewshot_random_seed=FEWSHOT_SEED,
             )
             eval_s = time.perf_counter() - start
