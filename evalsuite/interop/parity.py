@@ -275,22 +275,19 @@ def run_evalsuite(settings: EngineSettings, data_dir: Path, limit: int, output_d
                       scores, str(result.run_dir))
 
 
-def run_lm_eval(settings: EngineSettings, data_dir: Path, limit: int, output_dir: Path) -> SideResult:
-    """lm-eval's ``gsm8k`` (local files) through ``lm_eval.simple_evaluate`` and lm-eval's vLLM backend.
+def open_lm_eval_vllm(settings: EngineSettings):
+    """lm-eval's vLLM model (``lm_eval.models.vllm_causallms.VLLM``) built with ``settings``.
 
-    Writes the task YAML and lm-eval's logged samples into ``output_dir/lm_eval/``.
-    The ``vllm`` metadata lookup is answered by :func:`evalsuite.interop.vllm_dist.vllm_alias`.
+    Built under :func:`evalsuite.interop.vllm_dist.vllm_alias`, which answers
+    lm-eval's ``vllm`` version lookup on CPU builds. Close with :func:`close_lm_eval_vllm`.
     Raises UsageError when lm-eval is not installed.
     """
-    os.environ.setdefault("HF_DATASETS_OFFLINE", "1")  # the task reads local files only
     try:
-        import lm_eval
+        from lm_eval.api.registry import get_model
     except ImportError:
         raise UsageError("parity with lm-eval needs lm-evaluation-harness: pip install 'lm-eval>=0.4,<0.5'") from None
     from evalsuite.interop.vllm_dist import vllm_alias
 
-    folder = output_dir / "lm_eval"
-    write_lm_eval_gsm8k(folder, data_dir)
     model_args = {
         "pretrained": settings.model, "dtype": settings.dtype, "max_model_len": settings.max_model_len,
         "seed": settings.seed, "enforce_eager": settings.enforce_eager, "batch_size": "auto",
@@ -299,13 +296,40 @@ def run_lm_eval(settings: EngineSettings, data_dir: Path, limit: int, output_dir
     if utilization is not None:
         model_args["gpu_memory_utilization"] = utilization
     with vllm_alias():
-        from lm_eval.api.registry import get_model
-        from lm_eval.tasks import TaskManager
+        return get_model("vllm")(**model_args)
 
+
+def close_lm_eval_vllm(lm) -> None:
+    """Shuts down the engine of a model from :func:`open_lm_eval_vllm`."""
+    shutdown = getattr(getattr(getattr(lm, "model", None), "llm_engine", None), "shutdown", None)
+    if callable(shutdown):
+        shutdown()
+
+
+def run_lm_eval(settings: EngineSettings, data_dir: Path, limit: int, output_dir: Path, lm=None) -> SideResult:
+    """lm-eval's ``gsm8k`` (local files) through ``lm_eval.simple_evaluate`` and lm-eval's vLLM backend.
+
+    Writes the task YAML and lm-eval's logged samples into ``output_dir/lm_eval/``.
+    ``lm``: an open model from :func:`open_lm_eval_vllm` to use and leave open; by
+    default one is built from ``settings`` and closed. Raises UsageError when
+    lm-eval is not installed.
+    """
+    os.environ.setdefault("HF_DATASETS_OFFLINE", "1")  # the task reads local files only
+    from evalsuite.interop.vllm_dist import vllm_alias
+
+    folder = output_dir / "lm_eval"
+    write_lm_eval_gsm8k(folder, data_dir)
+    engine_s = None
+    owned = lm is None
+    if owned:
         start = time.perf_counter()
-        lm = get_model("vllm")(**model_args)
+        lm = open_lm_eval_vllm(settings)
         engine_s = time.perf_counter() - start
-        try:
+    import lm_eval
+    from lm_eval.tasks import TaskManager
+
+    try:
+        with vllm_alias():
             start = time.perf_counter()
             tasks = TaskManager(include_path=str(folder), include_defaults=False)  # only our YAML: fast
             results = lm_eval.simple_evaluate(
@@ -313,10 +337,9 @@ def run_lm_eval(settings: EngineSettings, data_dir: Path, limit: int, output_dir
                 limit=limit, log_samples=True, bootstrap_iters=0, fewshot_random_seed=FEWSHOT_SEED,
             )
             eval_s = time.perf_counter() - start
-        finally:
-            shutdown = getattr(getattr(getattr(lm, "model", None), "llm_engine", None), "shutdown", None)
-            if callable(shutdown):
-                shutdown()
+    finally:
+        if owned:
+            close_lm_eval_vllm(lm)
     logged = results["samples"][LM_EVAL_TASK]
     with open(folder / "samples.jsonl", "w", encoding="utf-8") as f:
         for row in logged:
@@ -327,9 +350,10 @@ def run_lm_eval(settings: EngineSettings, data_dir: Path, limit: int, output_dir
 
 
 def run_parity(settings: EngineSettings, data_dir: Path, limit: int, output_dir: Path,
-               backend=None) -> dict[str, Any]:
+               backend=None, lm=None) -> dict[str, Any]:
     """Both runs, then :func:`compare`; writes ``parity.json`` and ``disagreements.jsonl``.
 
+    ``backend`` / ``lm``: open evalsuite and lm-eval models to reuse (e.g. in tests).
     Returns the report: the comparison plus each side's scores, times (seconds)
     and output location, the engine settings and the lm-eval version.
     Raises UsageError when ``output_dir`` already exists or a data file is missing.
@@ -341,7 +365,7 @@ def run_parity(settings: EngineSettings, data_dir: Path, limit: int, output_dir:
         raise UsageError(f"parity output directory already exists: {output_dir}")
     output_dir.mkdir(parents=True)
     ours = run_evalsuite(settings, data_dir, limit, output_dir, backend=backend)
-    theirs = run_lm_eval(settings, data_dir, limit, output_dir)
+    theirs = run_lm_eval(settings, data_dir, limit, output_dir, lm=lm)
     report = {
         "task": "gsm8k",
         "reference": "lm-eval",
