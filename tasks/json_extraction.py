@@ -51,10 +51,11 @@ from evalsuite.types import Message, Sample, SampleRecord, SamplingParams, Score
 VERSION = "1"
 FAMILIES = ("resume_en", "resume_zh", "order", "event")
 
+# Text first, then the schema: small models tend to echo a schema shown first.
 PROMPT = (
-    "Extract the information in the text below into a JSON object that follows this "
-    "JSON Schema. Leave out optional fields that the text does not mention. Answer with "
-    "the JSON object only.\n\nJSON Schema:\n{schema}\n\nText:\n{text}"
+    "Text:\n{text}\n\nExtract the information in the text above into a JSON object that follows "
+    "this JSON Schema (the schema describes the answer; do not repeat it):\n{schema}\n\n"
+    "Leave out optional fields that the text does not mention. Answer with the JSON object only."
 )
 
 # --- Schemas ------------------------------------------------------------------
