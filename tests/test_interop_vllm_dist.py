@@ -45,3 +45,14 @@ def test_alias_is_removed_when_the_body_raises():
     with pytest.raises(metadata.PackageNotFoundError):
         metadata.version("vllm")
 
+
+
+@needs_renamed_build
+def test_dist_info_alias_is_found_on_its_path(tmp_path):
+    from evalsuite.interop.vllm_dist import write_alias_dist_info
+
+    info = write_alias_dist_info(tmp_path)
+    assert info is not None and info.parent == tmp_path
+    (found,) = [d for d in metadata.distributions(path=[str(tmp_path)])]
+    assert found.metadata["Name"] == "vllm"
+    assert found.version == providing_distribution("vllm").version

@@ -84,3 +84,35 @@ def vllm_alias() -> Iterator[str | None]:
         yield target.metadata["Name"]
     finally:
         sys.meta_path.remove(finder)
+
+
+def write_alias_dist_info(folder) -> "Path | None":
+    """Writes ``<folder>/vllm-<version>.dist-info/METADATA`` naming the installed vLLM build ``vllm``.
+
+    With ``folder`` on ``PYTHONPATH`` a separate process (the plain ``lm_eval``
+    command) finds a ``vllm`` distribution of the installed version. Returns the
+    dist-info directory, or None when nothing needs aliasing (see :func:`vllm_alias`).
+    Keep ``folder`` out of environments that pip manages: pip would see it too.
+    """
+    from pathlib import Path
+
+    if _installed("vllm"):
+        return None
+    target = providing_distribution("vllm")
+    if target is None:
+        return None
+    info = Path(folder) / f"vllm-{target.version}.dist-info"
+    info.mkdir(parents=True, exist_ok=True)
+    (info / "METADATA").write_text(
+        f"Metadata-Version: 2.1\nName: vllm\nVersion: {target.version}\n"
+        f"Summary: alias of {target.metadata['Name']} written by evalsuite.interop.vllm_dist\n",
+        encoding="utf-8")
+    return info
+
+
+if __name__ == "__main__":
+    # python -m evalsuite.interop.vllm_dist FOLDER: write the alias, print the PYTHONPATH to use.
+    if len(sys.argv) != 2:
+        sys.exit("usage: python -m evalsuite.interop.vllm_dist FOLDER")
+    written = write_alias_dist_info(sys.argv[1])
+    print(f"PYTHONPATH={sys.argv[1]}" if written else "nothing to alias: a 'vllm' distribution exists or none is installed")
