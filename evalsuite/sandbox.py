@@ -437,7 +437,8 @@ class _Worker:
         return lines
 
     def kill(self) -> None:
-        """Kills bwrap and the worker (the PID namespace dies with its pid 1)."""
+        """Kills the worker (the PID namespace dies with its pid 1) and waits for bwrap,
+        which reaps it, to exit."""
         import psutil
 
         try:
@@ -449,16 +450,19 @@ class _Worker:
                 p.kill()
             except psutil.NoSuchProcess:
                 pass
-        try:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-        except (ProcessLookupError, PermissionError):
-            pass
         for f in (self.proc.stdin, self.proc.stdout):
             try:
                 f.close()
             except OSError:
                 pass
-        self.proc.wait()
+        try:
+            self.proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            try:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
+            self.proc.wait()
 
 
 class SandboxPool:
