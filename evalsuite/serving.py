@@ -14,15 +14,17 @@ fails to start there); start-up takes about 45 s on two cores.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import signal
 import socket
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Sequence
+from typing import IO
 
 from evalsuite.errors import UsageError
 
@@ -68,6 +70,16 @@ class Server:
     log_path: Path | None = None
     model_ids: list[str] = field(default_factory=list)
 
+    def wait(self, timeout_s: float = 300.0) -> Server:
+        """Blocks until ``/models`` answers (see :func:`wait_ready`); stops the server on failure."""
+        try:
+            self.model_ids = wait_ready(self.base_url, timeout_s, self.process)
+        except RuntimeError as e:
+            self.stop()
+            tail = Path(self.log_path).read_text(errors="replace")[-2000:] if self.log_path else ""
+            raise RuntimeError(f"{e}\n{tail}") from None
+        return self
+
     def stop(self, timeout_s: float = 30.0) -> None:
         """SIGTERM, then SIGKILL after ``timeout_s``; the server's whole process group."""
         if self.process.poll() is not None:
@@ -81,7 +93,7 @@ class Server:
         except ProcessLookupError:
             pass
 
-    def __enter__(self) -> "Server":
+    def __enter__(self) -> Server:  # noqa: PYI034 (Self needs Python 3.11)
         return self
 
     def __exit__(self, *exc) -> None:
@@ -126,31 +138,26 @@ def start_server(
     extra_args: Sequence[str] = (),
     log_path: Path | None = None,
     ready_timeout_s: float = 300.0,
+    wait: bool = True,
 ) -> Server:
     """Launches ``vllm.entrypoints.openai.api_server`` on 127.0.0.1 and waits for it.
 
     ``port`` defaults to a free one. The server's output goes to ``log_path`` (or is
     discarded). Raises ``RuntimeError`` (with the log's tail) when it does not come
     up within ``ready_timeout_s`` seconds; the process is stopped in that case.
+    With ``wait=False`` it returns at once; call :meth:`Server.wait` later (to start
+    several servers side by side).
     """
     port = port or free_port()
     cmd = server_command(model, port, max_model_len=max_model_len, tensor_parallel_size=tensor_parallel_size,
                          served_model_name=served_model_name, extra_args=extra_args)
     env = {**os.environ, "VLLM_TARGET_DEVICE": os.environ.get("VLLM_TARGET_DEVICE", "cpu")}
-    log: IO | int = open(log_path, "ab") if log_path is not None else subprocess.DEVNULL
-    try:
+    with contextlib.ExitStack() as stack:
+        log: IO | int = stack.enter_context(open(log_path, "ab")) if log_path is not None else subprocess.DEVNULL
+        # The server gets its own process group so that stop() also ends its engine workers.
         process = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
-    finally:
-        if log_path is not None:
-            log.close()
     server = Server(process, f"http://127.0.0.1:{port}/v1", port, log_path)
-    try:
-        server.model_ids = wait_ready(server.base_url, ready_timeout_s, process)
-    except RuntimeError as e:
-        server.stop()
-        tail = Path(log_path).read_text(errors="replace")[-2000:] if log_path else ""
-        raise RuntimeError(f"{e}\n{tail}") from None
-    return server
+    return server.wait(ready_timeout_s) if wait else server
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -135,7 +135,7 @@ class FaultServer:
     def stats(self) -> dict:
         return httpx.get(f"http://127.0.0.1:{self.port}/stats", timeout=5).json()
 
-    def __enter__(self) -> "FaultServer":
+    def __enter__(self) -> FaultServer:  # noqa: PYI034
         return self
 
     def __exit__(self, *exc) -> None:
@@ -182,7 +182,7 @@ def test_run_completes_through_retries_when_the_server_is_killed_and_restarted(m
     with FaultServer("--model-id", str(model_dir), "--word-delay", "0.04") as server:
         backend = OpenAIBackend(str(model_dir), base_urls=(server.url,), max_concurrency=4, request_timeout=30,
                                 max_retries=8, backoff_base_s=0.2, backoff_cap_s=2.0)
-        common = dict(model=str(model_dir), limit=16, data_dir=str(gsm8k_data_dir))
+        common = {"model": str(model_dir), "limit": 16, "data_dir": str(gsm8k_data_dir)}
         reference = run_openai(backend, ["gsm8k"], run_id="reference", **common)
         served_before = server.stats()["served"]
 
@@ -245,7 +245,7 @@ def test_requests_slower_than_the_timeout_are_counted_as_timeouts(model_dir, gsm
 def test_two_replicas_both_serve_and_results_equal_a_single_endpoint_run(model_dir, gsm8k_data_dir, run_openai):
     args = ("--model-id", str(model_dir), "--word-delay", "0.01")
     with FaultServer(*args) as first, FaultServer(*args) as second:
-        common = dict(model=str(model_dir), limit=12, data_dir=str(gsm8k_data_dir))
+        common = {"model": str(model_dir), "limit": 12, "data_dir": str(gsm8k_data_dir)}
         single = run_openai(OpenAIBackend(str(model_dir), base_urls=(first.url,)), ["gsm8k"], run_id="one", **common)
         pair = OpenAIBackend(str(model_dir), base_urls=(first.url, second.url), max_concurrency=4)
         both = run_openai(pair, ["gsm8k"], run_id="two", **common)
@@ -255,16 +255,15 @@ def test_two_replicas_both_serve_and_results_equal_a_single_endpoint_run(model_d
 
 
 def test_a_model_the_server_does_not_serve_is_a_usage_error(model_dir):
-    with FaultServer("--model-id", "someone-else") as server:
-        with pytest.raises(UsageError, match="serves: someone-else"):
-            OpenAIBackend(str(model_dir), base_urls=(server.url,))
+    with FaultServer("--model-id", "someone-else") as server, pytest.raises(UsageError, match="serves: someone-else"):
+        OpenAIBackend(str(model_dir), base_urls=(server.url,))
 
 
 def test_streamed_timings_are_measured(model_dir):
     with FaultServer("--model-id", str(model_dir), "--word-delay", "0.05") as server:
         backend = OpenAIBackend(str(model_dir), base_urls=(server.url,))
         [g] = backend.generate([GenerationRequest("t", "s", "hello", SamplingParams(max_tokens=8))])
-    words = len("I counted the prompt. The answer is 5.".split())
+    words = len(["I", "counted", "the", "prompt.", "The", "answer", "is", "5."])
     assert g.error is None and g.text == "I counted the prompt. The answer is 5."
     assert (g.finish_reason, g.output_tokens, g.prompt_text) == ("stop", words, "hello")
     assert len(g.timings.itl_s) == words - 1

@@ -26,12 +26,14 @@ The API key is read from ``EVALSUITE_API_KEY``, else ``OPENAI_API_KEY``.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import os
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from evalsuite.backends import messages_to_dicts
 from evalsuite.errors import UsageError
@@ -319,7 +321,7 @@ class OpenAIBackend:
         timings = Timings(
             e2e_s=end - start,
             ttft_s=arrivals[0] - start if arrivals else None,
-            itl_s=tuple(b - a for a, b in zip(arrivals, arrivals[1:])) if arrivals else None,
+            itl_s=tuple(b - a for a, b in itertools.pairwise(arrivals)) if arrivals else None,
         )
         return _Stream("".join(parts), finish, usage.get("prompt_tokens"), usage.get("completion_tokens"), timings)
 
