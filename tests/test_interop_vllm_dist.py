@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import importlib.metadata as metadata
+from importlib import metadata
 
 import pytest
 
@@ -39,9 +39,8 @@ def test_alias_answers_version_lookup_only_while_open():
 
 @needs_renamed_build
 def test_alias_is_removed_when_the_body_raises():
-    with pytest.raises(KeyError):
-        with vllm_alias():
-            raise KeyError("boom")
+    with pytest.raises(KeyError), vllm_alias():
+        raise KeyError("boom")
     with pytest.raises(metadata.PackageNotFoundError):
         metadata.version("vllm")
 

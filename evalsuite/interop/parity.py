@@ -20,9 +20,10 @@ from __future__ import annotations
 import json
 import os
 import time
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any
 
 from evalsuite.errors import UsageError
 
@@ -342,8 +343,7 @@ def run_lm_eval(settings: EngineSettings, data_dir: Path, limit: int, output_dir
             close_lm_eval_vllm(lm)
     logged = results["samples"][LM_EVAL_TASK]
     with open(folder / "samples.jsonl", "w", encoding="utf-8") as f:
-        for row in logged:
-            f.write(json.dumps(row, default=str, ensure_ascii=False) + "\n")
+        f.writelines(json.dumps(row, default=str, ensure_ascii=False) + "\n" for row in logged)
     summary = results["results"][LM_EVAL_TASK]
     scores = {f: summary.get(f"exact_match,{f}") for f in FILTERS}
     return SideResult("lm-eval", reference_samples(logged), engine_s, eval_s, scores, str(folder))
@@ -380,8 +380,7 @@ def run_parity(settings: EngineSettings, data_dir: Path, limit: int, output_dir:
 
     write_json_atomic(output_dir / "parity.json", report)
     with open(output_dir / "disagreements.jsonl", "w", encoding="utf-8") as f:
-        for row in report["disagreements"]:
-            f.write(json.dumps(row, ensure_ascii=False) + "\n")
+        f.writelines(json.dumps(row, ensure_ascii=False) + "\n" for row in report["disagreements"])
     return report
 
 

