@@ -165,3 +165,24 @@ def test_run_scores_repeats_in_the_sandbox_and_reports_pass_at_k(tmp_path, data_
     header = json.loads((result.run_dir / "run.json").read_text())
     assert header["tasks"]["humaneval"]["args"]["isolation"] == "bwrap"
     assert header["tasks"]["humaneval"]["repeats"] == 4
+
+
+def test_cli_refuses_to_run_unsandboxed_without_the_flag(tmp_path, capsys):
+    from evalsuite.cli import main
+
+    code = main(["run", "--tasks", "humaneval", "--task-arg", "humaneval.sandbox=none", "--limit", "1",
+                 "--output-dir", str(tmp_path)])
+    assert code == 2
+    assert "--allow-unsandboxed" in capsys.readouterr().err
+    assert not any(tmp_path.iterdir())  # refused before anything was written
+
+
+def test_run_flags_reach_the_factory(data_file):
+    from evalsuite.config import RunConfig
+    from evalsuite.models import ModelRef
+    from evalsuite.runner import load_tasks
+
+    config = RunConfig(tasks=("humaneval",), num_samples=3, allow_unsandboxed=True,
+                       task_args={"humaneval": {"sandbox": "none", "data_file": str(data_file)}})
+    (t,) = load_tasks(config, ModelRef("m", "m", "local"))
+    assert (t.repeats, t.args["isolation"], t.args["num_samples"]) == (3, "none", 3)
