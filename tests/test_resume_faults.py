@@ -16,6 +16,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 from contextlib import suppress
 
 import pytest
@@ -31,13 +32,18 @@ def evalsuite_run(args, env, kill_at=None, timeout=300):
     env = {k: v for k, v in env.items() if k != "EVALSUITE_TEST_KILL_AT"}
     if kill_at:
         env["EVALSUITE_TEST_KILL_AT"] = kill_at
-    proc = subprocess.Popen([sys.executable, "-m", "evalsuite.cli", "run", *args, "--no-progress"], env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
-    try:
-        out, _ = proc.communicate(timeout=timeout)
-    finally:
-        with suppress(ProcessLookupError, PermissionError):
-            os.killpg(proc.pid, signal.SIGKILL)
+    # Output goes to a file, not a pipe: engine workers orphaned by the kill keep a
+    # pipe open, so reading it to the end would wait for them.
+    with tempfile.TemporaryFile("w+") as log:
+        proc = subprocess.Popen([sys.executable, "-m", "evalsuite.cli", "run", *args, "--no-progress"], env=env,
+                                stdout=log, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+        try:
+            proc.wait(timeout=timeout)
+        finally:
+            with suppress(ProcessLookupError, PermissionError):
+                os.killpg(proc.pid, signal.SIGKILL)
+        log.seek(0)
+        out = log.read()
     expected = -signal.SIGKILL if kill_at else 0
     assert proc.returncode == expected, f"exit {proc.returncode} (wanted {expected}) at {kill_at}:\n{out[-3000:]}"
     return out
