@@ -83,3 +83,33 @@ def distribution(values: Iterable[float | None], prefix: str, scale: float = 1.0
     for q in (50, 90, 95, 99):
         out[f"{prefix}_p{q}"] = percentile(xs, q) if xs else None
     return out
+
+
+def tpot_s(e2e_s: float | None, ttft_s: float | None, output_tokens: int | None) -> float | None:
+    """Time per output token after the first, as ``vllm bench serve`` defines it:
+    ``TPOT = (E2E - TTFT) / (output tokens - 1)``. None when a figure is missing or
+    the request produced fewer than two tokens (no gap to measure)."""
+    if e2e_s is None or ttft_s is None or output_tokens is None or output_tokens < 2:
+        return None
+    return (e2e_s - ttft_s) / (output_tokens - 1)
+
+
+def latency_summary(records: Sequence[Any]) -> dict[str, Any]:
+    """TTFT, TPOT, ITL and end-to-end latency distributions in milliseconds.
+
+    ``records`` have ``timings`` (:class:`~evalsuite.types.Timings`) and
+    ``output_tokens``. Definitions follow vLLM's ``vllm bench serve``: TTFT is the
+    time from sending a request to its first output token; TPOT as :func:`tpot_s`;
+    ITL pools every gap between consecutive output tokens of every request;
+    E2E is the time from sending a request to its last token.
+    """
+    ttft = [r.timings.ttft_s for r in records]
+    e2e = [r.timings.e2e_s for r in records]
+    tpot = [tpot_s(r.timings.e2e_s, r.timings.ttft_s, r.output_tokens) for r in records]
+    itl = [gap for r in records if r.timings.itl_s for gap in r.timings.itl_s]
+    return {
+        **distribution(ttft, "ttft_ms", 1000.0),
+        **distribution(tpot, "tpot_ms", 1000.0),
+        **distribution(itl, "itl_ms", 1000.0),
+        **distribution(e2e, "e2e_ms", 1000.0),
+    }

@@ -28,7 +28,8 @@ from evalsuite.cache import (
 )
 from evalsuite.config import RunConfig
 from evalsuite.errors import UsageError
-from evalsuite.metrics import accuracy, distribution
+from evalsuite.memory import MemoryMonitor, estimate_for_model
+from evalsuite.metrics import accuracy, latency_summary
 from evalsuite.models import ModelRef, model_fingerprint, resolve_model
 from evalsuite.provenance import git_revision, host_description, library_versions
 from evalsuite.registry import backends
@@ -181,6 +182,24 @@ def generate(task: Task, requests: list[GenerationRequest], backend, writer: Run
     return records, time.perf_counter() - start
 
 
+def performance(records: Sequence[SampleRecord], wall_s: float) -> dict[str, Any]:
+    """Throughput over ``wall_s`` seconds and latency percentiles of ``records``."""
+    out_tokens = sum(r.output_tokens or 0 for r in records)
+    in_tokens = sum(r.prompt_tokens or 0 for r in records)
+    return {
+        "wall_s": wall_s,
+        "requests": len(records),
+        "errors": sum(r.error is not None for r in records),
+        "finish_length": sum(r.finish_reason == "length" for r in records),
+        "prompt_tokens": in_tokens,
+        "output_tokens": out_tokens,
+        "request_throughput_per_s": len(records) / wall_s if wall_s > 0 else None,
+        "output_tokens_per_s": out_tokens / wall_s if wall_s > 0 else None,
+        "total_tokens_per_s": (in_tokens + out_tokens) / wall_s if wall_s > 0 else None,
+        **latency_summary(records),
+    }
+
+
 def aggregate(task: Task, records: Sequence[SampleRecord], wall_s: float) -> dict[str, Any]:
     """Per-scorer accuracy rows, performance figures and the task's own extras."""
     rows = {
@@ -191,23 +210,35 @@ def aggregate(task: Task, records: Sequence[SampleRecord], wall_s: float) -> dic
         for scorer in task.scorers
         if all(scorer.name in r.scores for r in records)
     }
-    out_tokens = sum(r.output_tokens or 0 for r in records)
-    in_tokens = sum(r.prompt_tokens or 0 for r in records)
-    perf = {
-        "wall_s": wall_s,
-        "requests": len(records),
-        "errors": sum(r.error is not None for r in records),
-        "finish_length": sum(r.finish_reason == "length" for r in records),
-        "prompt_tokens": in_tokens,
-        "output_tokens": out_tokens,
-        "request_throughput_per_s": len(records) / wall_s if wall_s > 0 else None,
-        "output_tokens_per_s": out_tokens / wall_s if wall_s > 0 else None,
-        "total_tokens_per_s": (in_tokens + out_tokens) / wall_s if wall_s > 0 else None,
-        **distribution((r.timings.e2e_s for r in records), "e2e_ms", 1000.0),
-    }
+    perf = performance(records, wall_s)
     primary = next((s.name for s in task.scorers if s.primary), task.scorers[0].name if task.scorers else None)
     extras = task.aggregate(records) if task.aggregate else {}
     return {"version": task.version, "primary": primary, "scores": rows, "performance": perf, **extras}
+
+
+def memory_report(measured: dict[str, Any], model: ModelRef, config: RunConfig,
+                  backend_description: dict[str, Any] | None) -> dict[str, Any]:
+    """Measured memory beside the estimate from the model config.
+
+    The KV-cache capacity comes from the backend (vLLM); its peak usage from the
+    sampled ``vllm:kv_cache_usage_perc`` gauge. The estimate gives the weights and
+    the KV bytes per token from ``config.json`` (:mod:`evalsuite.memory`), and the
+    bytes the measured KV-cache capacity takes at that rate.
+    """
+    kv = dict((backend_description or {}).get("kv_cache") or {}) or None
+    usage = measured.get("probes_peak", {}).get("kv_cache_usage")
+    if kv is not None:
+        kv["peak_usage_fraction"] = usage
+        kv["peak_usage_tokens"] = round(usage * kv["tokens"]) if usage is not None else None
+    engine = (backend_description or {}).get("engine") or {}
+    estimate = estimate_for_model(model.path, engine.get("dtype") or config.engine.dtype)
+    est = None
+    if estimate is not None:
+        est = {"parameters": estimate.parameters, "weights_gib": estimate.weight_bytes / 2**30,
+               "kv_bytes_per_token": estimate.kv_bytes_per_token}
+        if kv is not None:
+            est["kv_cache_capacity_gib"] = estimate.kv_bytes_per_token * kv["tokens"] / 2**30
+    return {**{k: v for k, v in measured.items() if k != "probes_peak"}, "kv_cache": kv, "estimate": est}
 
 
 def describe_run(config: RunConfig, model: ModelRef, tasks: Sequence[Task]) -> dict[str, Any]:
@@ -288,17 +319,28 @@ def run(config: RunConfig, progress: bool = True, announce=None, backend=None) -
         header["resumed_at"] = [*previous.get("resumed_at", []), time.time()]
     kept = {resuming.record_key(d): resuming.record_from_dict(d) for d in resuming.repair_samples(run_dir)}
     owned = backend is None
+    monitor = MemoryMonitor().start()  # the baseline is read before any model loads
     cached = cached_backend(config, model, backend)
+
+    def watch(inner) -> None:
+        if hasattr(inner, "kv_cache_usage"):
+            monitor.probes["kv_cache_usage"] = inner.kv_cache_usage
 
     def backend_opened(inner) -> None:
         header["backend"] = inner.describe()
+        watch(inner)
         writer.write_run({**header, "status": "running", "started_at": started})
+
+    if backend is not None:
+        watch(backend)
 
     cached.on_open = backend_opened
     with (resuming.AppendWriter(run_dir) if config.resume else RunWriter(run_dir)) as writer:
         writer.write_run({**header, "status": "running", "started_at": started})
         resuming.kill_point("started")
         metrics: dict[str, Any] = {}
+        all_records: list[SampleRecord] = []
+        run_start = time.perf_counter()
         try:
             try:
                 for task in tasks:
@@ -309,12 +351,14 @@ def run(config: RunConfig, progress: bool = True, announce=None, backend=None) -
                     cached.open_if_needed(todo)
                     new, wall_s = generate(task, todo, cached, writer, config.batch_size, progress)
                     records = in_request_order(requests, done, new)
+                    all_records.extend(records)
                     metrics[task.name] = aggregate(task, records, wall_s)
                     metrics[task.name]["performance"].update(
                         cache_hits=cached.hits - hits_before, resumed_records=len(done))
                     if task.write_artifacts is not None:
                         task.write_artifacts(records, run_dir)
             finally:
+                measured = monitor.stop()
                 if owned and cached.opened:
                     cached.inner.close()
                 cached.close()
@@ -322,6 +366,8 @@ def run(config: RunConfig, progress: bool = True, announce=None, backend=None) -
             writer.write_run({**header, "status": "failed", "error": f"{type(e).__name__}: {e}",
                               "started_at": started, "finished_at": time.time(), "metrics": metrics})
             raise
+        header["performance"] = performance(all_records, time.perf_counter() - run_start)
+        header["memory"] = memory_report(measured, model, config, header.get("backend"))
         header["cache"] = {"enabled": config.cache, "path": str(default_path()) if config.cache else None,
                            "identity_sha256": cached.identity or None, "hits": cached.hits,
                            "misses": cached.misses}

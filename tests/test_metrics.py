@@ -42,3 +42,32 @@ def test_distribution_skips_missing_and_reports_none_when_empty():
     assert d["ttft_ms_n"] == 2 and d["ttft_ms_mean"] == pytest.approx(200.0)
     empty = distribution([None, None], "ttft_ms", 1000)
     assert empty["ttft_ms_p50"] is None and empty["ttft_ms_mean"] is None
+
+
+def test_tpot_definition():
+    from evalsuite.metrics import tpot_s
+
+    # E2E 1.0 s, TTFT 0.2 s, 5 output tokens: (1.0 - 0.2) / 4 = 0.2 s
+    assert tpot_s(1.0, 0.2, 5) == pytest.approx(0.2)
+    assert tpot_s(1.0, 0.2, 1) is None  # one token: no gap after the first
+    assert tpot_s(None, 0.2, 5) is None
+
+
+def test_latency_summary_hand_worked():
+    from types import SimpleNamespace
+
+    from evalsuite.metrics import latency_summary
+    from evalsuite.types import Timings
+
+    records = [
+        SimpleNamespace(timings=Timings(e2e_s=1.0, ttft_s=0.1, itl_s=(0.2, 0.3)), output_tokens=3),
+        SimpleNamespace(timings=Timings(e2e_s=2.0, ttft_s=0.3, itl_s=(0.4,)), output_tokens=2),
+        SimpleNamespace(timings=Timings(), output_tokens=None),
+    ]
+    s = latency_summary(records)
+    assert s["ttft_ms_n"] == 2 and s["ttft_ms_mean"] == pytest.approx(200.0)
+    # TPOT: (1.0-0.1)/2 = 0.45 s and (2.0-0.3)/1 = 1.7 s -> p50 = 1075 ms
+    assert s["tpot_ms_p50"] == pytest.approx(1075.0)
+    # ITL pooled: 200, 300, 400 ms -> p50 300
+    assert s["itl_ms_p50"] == pytest.approx(300.0) and s["itl_ms_n"] == 3
+    assert s["e2e_ms_p99"] == pytest.approx(1000 + 1000 * 0.99)

@@ -13,7 +13,6 @@ the ``if __name__ == "__main__":`` guard (the ``evalsuite`` CLI has it).
 from __future__ import annotations
 
 import os
-import time
 from typing import Any, Mapping, Sequence
 
 from evalsuite.backends import chat_template_sha256, render_prompt
@@ -29,6 +28,22 @@ def _on_cpu() -> bool:
     from vllm.platforms import current_platform
 
     return current_platform.is_cpu()
+
+
+def request_timings(stats: Any) -> Timings:
+    """Timings of one request from vLLM's ``RequestStateStats``.
+
+    ``ttft_s = first_token_latency`` (arrival at the engine front end to the first
+    token, as vLLM's own TTFT histogram); ``e2e_s = ttft_s + (last_token_ts -
+    first_token_ts)``, the engine core's decode span added on. Per-token gaps are
+    not kept by the offline engine, so ``itl_s`` is None; TPOT follows from e2e,
+    TTFT and the output token count. Without stats every figure is None.
+    """
+    if stats is None or not getattr(stats, "first_token_latency", 0.0):
+        return Timings()
+    ttft = float(stats.first_token_latency)
+    decode = max(0.0, float(stats.last_token_ts) - float(stats.first_token_ts))
+    return Timings(e2e_s=ttft + decode, ttft_s=ttft)
 
 
 @backends.register("vllm")
@@ -78,6 +93,9 @@ class VLLMBackend:
             **dict(engine_args or {}),
         }
         kwargs = {k: v for k, v in self.settings.items() if v is not None}
+        # Per-request timestamps (RequestOutput.metrics) and the KV-cache gauge exist
+        # only with stats on; the periodic stats log stays below the log level.
+        kwargs.setdefault("disable_log_stats", False)
         self.model = model
         self.llm = vllm.LLM(model=model, **kwargs)
         self.tokenizer = self.llm.get_tokenizer()
@@ -104,16 +122,15 @@ class VLLMBackend:
     def generate(self, requests: Sequence[GenerationRequest]) -> list[Generation]:
         """Renders, then generates the whole batch in one ``LLM.generate`` call.
 
-        Timings: vLLM's offline API does not expose per-request timestamps, so
-        ``e2e_s`` is the batch's wall time (every request in a batch is in flight
-        together) and TTFT/ITL are ``None``.
+        Timings come from vLLM's per-request stats (see :func:`request_timings`);
+        every request of a batch arrives when the call starts, so TTFT includes
+        the time a request waited for a slot in the engine's batch.
         """
         from vllm.inputs import TokensPrompt
 
         rendered = [render_prompt(self.tokenizer, r.prompt) for r in requests]
         prompts = [TokensPrompt(prompt_token_ids=ids) for _, ids in rendered]
         params = [self._sampling_params(r) for r in requests]
-        start = time.perf_counter()
         try:
             outputs = self.llm.generate(prompts, params, use_tqdm=False)
         except (ValueError, RuntimeError) as e:  # e.g. a prompt longer than max_model_len
@@ -121,7 +138,6 @@ class VLLMBackend:
                 return [Generation("", "error", rendered[0][0], len(rendered[0][1]), error=f"{type(e).__name__}: {e}")]
             # Retry one by one so a single bad request does not fail its batch.
             return [g for r in requests for g in self.generate([r])]
-        elapsed = time.perf_counter() - start
         return [
             Generation(
                 text=out.outputs[0].text,
@@ -129,10 +145,26 @@ class VLLMBackend:
                 prompt_text=text,
                 prompt_tokens=len(ids),
                 output_tokens=len(out.outputs[0].token_ids),
-                timings=Timings(e2e_s=elapsed),
+                timings=request_timings(out.metrics),
             )
             for (text, ids), out in zip(rendered, outputs)
         ]
+
+    def kv_cache_capacity(self) -> dict[str, int] | None:
+        """KV-cache blocks, tokens per block and tokens in all (vLLM's cache config)."""
+        cache = getattr(getattr(self.llm.llm_engine, "vllm_config", None), "cache_config", None)
+        if cache is None or not cache.num_gpu_blocks:
+            return None
+        return {"blocks": cache.num_gpu_blocks, "block_size": cache.block_size,
+                "tokens": cache.num_gpu_blocks * cache.block_size}
+
+    def kv_cache_usage(self) -> float | None:
+        """Share of KV-cache blocks in use now (vLLM's ``vllm:kv_cache_usage_perc``
+        gauge, a fraction in [0, 1]); None when stats are off."""
+        for metric in self.llm.get_metrics():
+            if metric.name == "vllm:kv_cache_usage_perc":
+                return float(metric.value)
+        return None
 
     def describe(self) -> dict[str, Any]:
         return {
@@ -140,6 +172,7 @@ class VLLMBackend:
             "vllm_version": self._vllm_version,
             "engine": self.settings,
             "chat_template_sha256": chat_template_sha256(self.tokenizer),
+            "kv_cache": self.kv_cache_capacity(),
         }
 
     def close(self) -> None:
