@@ -25,8 +25,16 @@ def main() -> None:
     args = parser.parse_args()
 
     from evalsuite.models import resolve_model
-    from tasks.needle import (SINGLE_NEEDLE, SINGLE_QUESTION, Needle, build_filler, build_prompt,
-                              filler_sentences, load_tokenizer, needle)
+    from tasks.needle import (
+        SINGLE_NEEDLE,
+        SINGLE_QUESTION,
+        Needle,
+        build_filler,
+        build_prompt,
+        filler_sentences,
+        load_tokenizer,
+        needle,
+    )
 
     model = resolve_model(args.model).path
     start = time.perf_counter()

@@ -37,9 +37,10 @@ import math
 import random
 import re
 from collections import defaultdict
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any
 
 from evalsuite.errors import UsageError
 from evalsuite.metrics import accuracy
@@ -325,7 +326,7 @@ def load_tokenizer(path: str) -> Any:
         from transformers import AutoTokenizer
 
         return AutoTokenizer.from_pretrained(path)
-    except Exception as e:  # missing files, hub offline, unknown format: one fix
+    except Exception as e:  # noqa: BLE001 -- missing files, hub offline, bad format: one fix
         raise UsageError(f"needle: cannot load the tokenizer from {path} ({type(e).__name__}); "
                          "pass needle.tokenizer=DIR") from None
 
@@ -337,7 +338,7 @@ def model_context_length(path: str) -> int:
         from transformers import AutoConfig
 
         config = AutoConfig.from_pretrained(path)
-    except Exception as e:
+    except Exception as e:  # noqa: BLE001 -- any failure here has the same fix
         raise UsageError(f"needle: cannot read the model config at {path} ({type(e).__name__}); "
                          "pass --max-model-len") from None
     config = config.get_text_config() if hasattr(config, "get_text_config") else config

@@ -7,7 +7,14 @@ import pytest
 
 from evalsuite.errors import UsageError
 from evalsuite.types import SampleRecord, Score, Timings
-from tasks.needle import HEATMAP_FILE, default_lengths, file_sentences, load_tokenizer, needle, summarize
+from tasks.needle import (
+    HEATMAP_FILE,
+    default_lengths,
+    file_sentences,
+    load_tokenizer,
+    needle,
+    summarize,
+)
 
 LENGTHS = [1000, 2048, 4096]
 DEPTHS = [0, 25, 50, 90, 100]
@@ -111,7 +118,7 @@ def test_same_seed_same_prompts_other_seed_other_prompts(model_path):
 
 
 def test_a_cell_one_token_over_the_limit_is_skipped(model_path):
-    kwargs = dict(lengths=[1024], depths=[50], model_path=model_path, max_tokens=16, seed=0)
+    kwargs = {"lengths": [1024], "depths": [50], "model_path": model_path, "max_tokens": 16, "seed": 0}
     prompt_tokens = needle(max_model_len=8192, **kwargs).samples[0].metadata["prompt_tokens"]
 
     fits = needle(max_model_len=prompt_tokens + 16, **kwargs)

@@ -13,7 +13,7 @@ above a threshold (RULER uses about 0.85; so does this module by default).
 from __future__ import annotations
 
 import re
-from typing import Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 DEFAULT_THRESHOLD = 0.85
 
