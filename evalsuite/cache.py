@@ -1,7 +1,8 @@
 """The response cache: a generation is never computed twice.
 
 One SQLite file (``<cache dir>/responses.sqlite``, the cache dir being
-``$EVALSUITE_CACHE`` or ``~/.cache/evalsuite``) maps a key to a stored
+``$EVALSUITE_CACHE`` or ``~/.cache/evalsuite``; ``$EVALSUITE_RESPONSE_CACHE`` names
+another file) maps a key to a stored
 :class:`~evalsuite.types.Generation`. The key is a SHA-256 over everything that
 changes a generation:
 
@@ -27,6 +28,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import sqlite3
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -55,10 +57,11 @@ CREATE TABLE IF NOT EXISTS responses (
 
 
 def default_path() -> Path:
-    """``<cache dir>/responses.sqlite`` (see :func:`evalsuite.models.cache_dir`)."""
+    """``$EVALSUITE_RESPONSE_CACHE`` if set, else ``<cache dir>/responses.sqlite``
+    (see :func:`evalsuite.models.cache_dir`)."""
     from evalsuite.models import cache_dir
 
-    return cache_dir() / CACHE_FILE
+    return Path(os.environ.get("EVALSUITE_RESPONSE_CACHE") or cache_dir() / CACHE_FILE)
 
 
 def _canonical(value: Any) -> str:

@@ -186,3 +186,13 @@ def test_without_a_cache_every_request_goes_to_the_backend():
     cached.generate([req("a")])
     assert (cached.hits, cached.misses) == (0, 2)
     assert cached.inner.seen == [["a"], ["a"]]
+
+
+def test_the_cache_file_follows_the_environment(tmp_path, monkeypatch):
+    from evalsuite.cache import default_path
+
+    monkeypatch.delenv("EVALSUITE_RESPONSE_CACHE", raising=False)
+    monkeypatch.setenv("EVALSUITE_CACHE", str(tmp_path / "c"))
+    assert default_path() == tmp_path / "c" / "responses.sqlite"
+    monkeypatch.setenv("EVALSUITE_RESPONSE_CACHE", str(tmp_path / "r.sqlite"))
+    assert default_path() == tmp_path / "r.sqlite"
