@@ -48,7 +48,7 @@ def main() -> None:
     from evalsuite.models import embedded_model_dir
 
     model = args.model or str(embedded_model_dir())
-    env = {**os.environ, "EVALSUITE_CACHE": str(args.output_dir / "cache")}
+    env = {**os.environ, "EVALSUITE_RESPONSE_CACHE": str(args.output_dir / "responses.sqlite")}
     env.setdefault("VLLM_CPU_KVCACHE_SPACE", "2")
     common = ["--tasks", "gsm8k", "--model", model, "--limit", str(args.limit), "--output-dir", str(args.output_dir)]
     common += ["--max-tokens", str(args.max_tokens)] if args.max_tokens else []

@@ -64,7 +64,7 @@ def test_killed_runs_resume_to_the_uninterrupted_result(tmp_path, vllm_backend, 
     expected = outcome(reference.run_dir)
     assert [k[1] for k in expected] == [f"test-{i}" for i in range(LIMIT)]
 
-    env = {**os.environ, "EVALSUITE_CACHE": str(tmp_path / "cache"), "VLLM_CPU_KVCACHE_SPACE": "2"}
+    env = {**os.environ, "EVALSUITE_RESPONSE_CACHE": str(tmp_path / "responses.sqlite"), "VLLM_CPU_KVCACHE_SPACE": "2"}
     run_dir = tmp_path / "results" / "chain"
     common = ["--tasks", "gsm8k", "--model", embedded_model, "--limit", str(LIMIT), "--batch-size", str(BATCH),
               "--max-tokens", str(MAX_TOKENS), "--data-dir", str(gsm8k_data_dir), "--max-model-len", "8192",
