@@ -3,8 +3,7 @@
 Both runs are the real CLI (``python -m evalsuite.cli run``) in a subprocess, timed
 from process start to exit, so the cached figure includes interpreter start-up,
 task loading and the model fingerprint. The cache starts empty (a fresh
-``$EVALSUITE_CACHE`` under the output folder); the model is passed by path so the
-embedded model is not converted again. Target: cached <= 10% of cold.
+``$EVALSUITE_RESPONSE_CACHE`` file in the output folder). Target: cached <= 10% of cold.
 
 Start engines under the machine lock on shared hosts:
 
