@@ -228,9 +228,12 @@ def tolerance(length: int) -> int:
     return max(8, math.ceil(0.01 * length))
 
 
-def _render(haystack: str, question: str, chat: bool) -> Prompt:
+def _render(haystack: str, question: str, chat: bool, system_prompt: str | None = None) -> Prompt:
     content = f"{INTRO}\n\n<text>\n{haystack}\n</text>\n\n{question}"
-    return (Message("user", content),) if chat else content + "\nAnswer:"
+    if not chat:
+        return content + "\nAnswer:"
+    system = (Message("system", system_prompt),) if system_prompt is not None else ()
+    return (*system, Message("user", content))
 
 
 def _plan(filler: Filler, budget: int, scan: int = 1024) -> list[int]:
@@ -277,7 +280,7 @@ def _assemble(filler: Filler, chosen: Sequence[int], needles: Sequence[Needle]) 
 
 
 def build_prompt(tokenizer: Any, filler: Filler, length: int, needles: Sequence[Needle], question: str,
-                 chat: bool = True, max_rounds: int = 6) -> Built:
+                 chat: bool = True, system_prompt: str | None = None, max_rounds: int = 6) -> Built:
     """The prompt of one cell: filler sentences up to ``length`` tokens of rendered
     prompt (never more), needles placed at their depths.
 
@@ -291,7 +294,7 @@ def build_prompt(tokenizer: Any, filler: Filler, length: int, needles: Sequence[
 
     def count(chosen: Sequence[int]) -> tuple[int, Prompt, tuple[float, ...]]:
         haystack, depths = _assemble(filler, chosen, needles)
-        prompt = _render(haystack, question, chat)
+        prompt = _render(haystack, question, chat, system_prompt)
         return len(render_prompt(tokenizer, prompt)[1]), prompt, depths
 
     fixed = count([])[0]
@@ -387,6 +390,7 @@ def needle(
     threshold: float = DEFAULT_THRESHOLD,
     max_tokens: int | None = None,
     tokenizer: str | None = None,
+    system_prompt: str | None = None,
     model_path: str | None = None,
     max_model_len: int | None = None,
     seed: int = 0,
@@ -405,6 +409,8 @@ def needle(
         max_tokens: new tokens per answer, used by the fit guard (default 32, or
             64 for multi-value); pass the same value as the run's ``--max-tokens``.
         tokenizer: where to load the tokenizer from (default ``model_path``).
+        system_prompt: a system message built into each prompt (and counted); the
+            run's ``--system-prompt`` is not seen by the task, so pass it here.
         model_path, max_model_len, seed: given by the runner. ``max_model_len`` None
             means the model config's ``max_position_embeddings``.
 
@@ -459,8 +465,8 @@ def needle(
             if length not in buildable:
                 skipped.append({**cell, "prompt_tokens": None})
                 continue
-            sample = _cell_sample(sid, tok, filler, variant, num_needles, length, depth, chat,
-                                  random.Random(f"{seed}:{sid}"))
+            sample = _cell_sample(sid, tok, filler, variant, num_needles, length, depth,
+                                  chat, system_prompt, random.Random(f"{seed}:{sid}"))
             if sample.metadata["prompt_tokens"] + max_tokens > limit:
                 skipped.append({**cell, "prompt_tokens": sample.metadata["prompt_tokens"]})
                 continue
@@ -472,8 +478,9 @@ def needle(
     def write_artifacts(records: Sequence[SampleRecord], run_dir: Path) -> None:
         summary = summarize(records, skipped, threshold)
         figure = recall_heatmap(summary["recall_by_cell"], grid_lengths, grid_depths, skipped,
-                                title=f"Needle recall ({variant}), effective length "
-                                      f"{summary['effective_context_length']}")
+                                title=f"Needle recall ({variant}); effective context length "
+                                      f"{summary['effective_context_length'] or 'none'} "
+                                      f"at recall >= {threshold}")
         figure.savefig(Path(run_dir) / HEATMAP_FILE, dpi=120)
 
     return Task(
@@ -489,12 +496,12 @@ def needle(
         args={"variant": variant, "lengths": grid_lengths, "depths": grid_depths, "num_needles": num_needles,
               "samples_per_cell": samples_per_cell, "filler_file": str(file_path) if file_path else None,
               "threshold": threshold, "max_tokens": max_tokens, "max_model_len": limit,
-              "tokenizer": str(source_path), "chat_template": chat},
+              "tokenizer": str(source_path), "chat_template": chat, "system_prompt": system_prompt},
     )
 
 
 def _cell_sample(sid: str, tok: Any, filler: Filler, variant: str, num_needles: int, length: int,
-                 depth: float, chat: bool, rng: random.Random) -> Sample:
+                 depth: float, chat: bool, system_prompt: str | None, rng: random.Random) -> Sample:
     """One prompt: the asked-for needle at ``depth``, any others at random depths."""
     others = [100 * rng.random() for _ in range(num_needles - 1)]
     if variant == "multi-value":
@@ -508,7 +515,7 @@ def _cell_sample(sid: str, tok: Any, filler: Filler, variant: str, num_needles: 
         needles = [Needle(k, v, SINGLE_NEEDLE.format(key=k, value=v), d)
                    for k, v, d in zip(keys, values, [depth, *others])]
         question, expected = SINGLE_QUESTION.format(key=keys[0]), values[:1]
-    built = build_prompt(tok, filler, length, needles, question, chat)
+    built = build_prompt(tok, filler, length, needles, question, chat, system_prompt)
     return Sample(sid, built.prompt, expected, {
         "variant": variant, "length": length, "depth": depth, "key": needles[0].key,
         "prompt_tokens": built.prompt_tokens, "needle_depths": list(built.depths),

@@ -44,7 +44,7 @@ def chat_tokens(tok, prompt):
 
 
 def haystack(sample):
-    content = sample.input[0].content
+    content = sample.input[-1].content
     return content[content.index("<text>\n") + len("<text>\n"): content.index("\n</text>")]
 
 
@@ -107,6 +107,15 @@ def test_the_scorer_gives_recall_of_the_asked_values(built):
     assert scorer.score(f"It is {sample.target[0]}.", sample).value == 1 / len(sample.target)
     miss = scorer.score("I could not find it.", sample)
     assert miss.value == 0.0 and miss.answer is None
+
+
+def test_a_system_prompt_is_built_in_and_counted(model_path, tok):
+    t = needle(lengths=[1024], depths=[50], model_path=model_path, max_model_len=8192,
+               system_prompt="You are a careful reader.")
+    sample = t.samples[0]
+    assert [m.role for m in sample.input] == ["system", "user"]
+    assert chat_tokens(tok, sample.input) == sample.metadata["prompt_tokens"]
+    assert 1024 - 11 <= sample.metadata["prompt_tokens"] <= 1024
 
 
 def test_same_seed_same_prompts_other_seed_other_prompts(model_path):
