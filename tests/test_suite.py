@@ -124,5 +124,12 @@ tasks:
     run = load_run(suite_dir)
     assert run.tasks == ["gsm8k", "gsm8k-hot"] and len(run.samples) == 4
     assert "results: " in capsys.readouterr().out
+    from evalsuite.compare import compare_runs, load_thresholds
+    from evalsuite.report import write_report
+
+    folder = write_report([suite_dir], output_dir=tmp_path / "reports")
+    assert "| gsm8k-hot | strict-match |" in (folder / "report.md").read_text()
+    same = compare_runs(run, run, load_thresholds("thresholds/default.yaml"))
+    assert not same.regressed and [c.n for c in same.checks if c.kind == "accuracy"] == [2, 2]
     with pytest.raises(UsageError, match="already exists"):
         run_suite(path, args, backend=vllm_backend)
