@@ -10,7 +10,8 @@ pytestmark = pytest.mark.engine
 def test_needle_runs_up_to_the_8k_limit_and_draws_the_heatmap(vllm_backend, run_with):
     # Four generated cells (about 18K prompt tokens of prefill on 2 cores) and two skipped ones.
     grid = {"lengths": [1024, 8176, 8192], "depths": [0, 100], "max_tokens": 16}
-    result = run_with(vllm_backend, ["needle"], task_args={"needle": grid}, max_tokens=16)
+    result = run_with(vllm_backend, ["needle"], task_args={"needle": grid}, max_tokens=16,
+                      cache=False)  # the engine itself, not the response cache
 
     run = json.loads((result.run_dir / "run.json").read_text())
     assert run["status"] == "complete"
