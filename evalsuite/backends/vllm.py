@@ -30,6 +30,17 @@ def _on_cpu() -> bool:
     return current_platform.is_cpu()
 
 
+def _request_errors() -> tuple[type[BaseException], ...]:
+    """Exceptions that reject a request, not the engine: vLLM's client errors
+    (``VLLMClientError``, where this vLLM has them) and ValueError."""
+    try:
+        from vllm.exceptions import VLLMClientError
+
+        return (VLLMClientError, ValueError)
+    except ImportError:
+        return (ValueError,)
+
+
 def request_timings(stats: Any) -> Timings:
     """Timings of one request from vLLM's ``RequestStateStats``.
 
@@ -133,7 +144,7 @@ class VLLMBackend:
         params = [self._sampling_params(r) for r in requests]
         try:
             outputs = self.llm.generate(prompts, params, use_tqdm=False)
-        except (ValueError, RuntimeError) as e:  # e.g. a prompt longer than max_model_len
+        except _request_errors() as e:  # e.g. a prompt longer than max_model_len
             if len(requests) == 1:
                 return [Generation("", "error", rendered[0][0], len(rendered[0][1]), error=f"{type(e).__name__}: {e}")]
             # Retry one by one so a single bad request does not fail its batch.
