@@ -990,7 +990,11 @@ class VerifierPool:
                         w.ready = True
                         continue
                     if w.job is not None:
-                        results[w.job] = Outcome(kind, value, now - started[w.job])
+                        # A reply that lands after the deadline is over the limit all the
+                        # same; the verdict must not depend on how promptly we polled.
+                        late = kind != "died" and now > w.deadline
+                        results[w.job] = Outcome("timeout" if late else kind, None if late else value,
+                                                 now - started[w.job])
                         w.job, w.deadline = None, math.inf
                     if kind == "died":
                         self._replace(w)
