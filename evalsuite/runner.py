@@ -126,6 +126,16 @@ def backend_kwargs(config: RunConfig) -> dict[str, Any]:
     return {k: v for k, v in {**common, **config.backend_args}.items() if k in accepted}
 
 
+def check_constrained_decoding(config: RunConfig, tasks: Sequence[Task]) -> None:
+    """UsageError when a task needs constrained decoding the backend cannot do."""
+    if getattr(backends.get(config.backend), "supports_json_schema", True):
+        return
+    for task in tasks:
+        if task.json_schema is not None:
+            raise UsageError(f"task '{task.name}' needs constrained decoding, which the {config.backend} "
+                             "backend does not support (use --backend vllm or openai)")
+
+
 def open_backend(config: RunConfig, model: ModelRef):
     """Builds the run's backend; a missing library is a UsageError naming the extra."""
     kwargs = backend_kwargs(config)
@@ -301,6 +311,7 @@ def run(config: RunConfig, progress: bool = True, announce=None, backend=None) -
     model = resolve_model(config.model)
     tasks = load_tasks(config, model)
     backend_kwargs(config)  # fail on a bad backend flag before anything is written
+    check_constrained_decoding(config, tasks)
     if config.resume:
         run_dir = Path(config.resume)
     else:

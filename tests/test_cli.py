@@ -61,3 +61,10 @@ def test_list_does_not_import_torch_or_vllm():
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr
     assert "gsm8k" in proc.stdout and "vllm" in proc.stdout
+
+
+def test_constrained_task_on_hf_is_refused_up_front(tmp_path):
+    proc = evalsuite("run", "--tasks", "json_extraction_constrained", "--backend", "hf", "--limit", "1",
+                     "--output-dir", str(tmp_path / "r"))
+    _one_line_error(proc, "needs constrained decoding", "hf")
+    assert not (tmp_path / "r").exists()

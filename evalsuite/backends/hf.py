@@ -36,6 +36,7 @@ class HFBackend:
     """
 
     name = "hf"
+    supports_json_schema = False  # no constrained decoding in plain transformers generate
 
     def __init__(self, model: str, *, dtype: str = "auto", device: str | None = None,
                  seed: int = 0, batch_size: int = 8, **_: Any) -> None:
