@@ -50,12 +50,15 @@ def load_tasks(config: RunConfig, model: ModelRef) -> list[Task]:
 
     Factories receive the common arguments they declare: ``num_fewshot``,
     ``data_dir``, ``seed``, ``model_path`` (to count tokens with the model's own
-    tokenizer) and ``max_model_len``; ``--task-arg`` values are passed as given.
+    tokenizer), ``max_model_len``, ``max_tokens`` and ``system_prompt`` (for tasks
+    that must fit prompts to a context), ``num_samples`` and ``allow_unsandboxed``;
+    ``--task-arg`` values are passed as given.
     """
     return [
         build_task(name, num_fewshot=config.num_fewshot, data_dir=config.data_dir, seed=config.seed,
                    model_path=model.path, max_model_len=config.engine.max_model_len,
                    num_samples=config.num_samples, allow_unsandboxed=config.allow_unsandboxed or None,
+                   max_tokens=config.max_tokens, system_prompt=config.system_prompt,
                    explicit=dict(config.task_args.get(name, {})))
         for name in config.tasks
     ]
