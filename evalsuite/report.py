@@ -425,9 +425,11 @@ def build_figures(runs: Sequence[RunData], labels: Sequence[str], tasks: Sequenc
         if any(xs for per_run in data.values() for xs in per_run.values()):
             add(f"latency_{key[:-2]}.png", f"{title} (ms); boxes: quartiles, whiskers: 5th-95th percentile.",
                 plots.distribution_figure(data, unit, title))
-    figures = _memory_by_name(runs, labels)
+    # Only figures in GiB share an axis; counts and fractions stay in the table.
+    figures = {name: v for name, v in _memory_by_name(runs, labels).items() if name.endswith("_gib")}
     if figures:
-        add("memory.png", "Memory figures per run.", plots.memory_figure(figures))
+        add("memory.png", "Memory figures in GiB per run (GPU through NVML, host RSS, KV cache, estimates).",
+            plots.memory_figure(figures, title="Memory (GiB)"))
     for label, run in zip(labels, runs):
         for task in tasks:
             grid = _needle_grid([r for r in run.samples if r.get("task") == task], primary_scorer(run, task))
