@@ -6,13 +6,17 @@ VENV     ?= .venv
 BIN      := $(VENV)/bin
 # cpu: the CPU builds of torch and vLLM; vllm: the official vLLM for GPU hosts.
 EXTRAS   ?= cpu
-LIMIT    ?= 100
-TASKS    ?= gsm8k
-ARGS     ?=
+SUITE      ?= suites/smoke.yaml
+THRESHOLDS ?= thresholds/default.yaml
+BASELINE   ?= baselines/smoke
+STAMP      := $(shell date +%Y%m%d-%H%M%S)
+RUN_ID     ?= smoke-$(STAMP)
+RUNS       ?= $(shell ls -td results/*/ 2>/dev/null | head -2)
+ARGS       ?=
 export EVALSUITE_DATA_DIR ?= $(abspath ../shared/data)
 export VLLM_TARGET_DEVICE ?= $(if $(filter cpu,$(EXTRAS)),cpu,cuda)
 
-.PHONY: setup eval test test-fast lint bench clean
+.PHONY: setup eval test test-fast lint bench report compare baseline regress serve clean
 
 setup: $(VENV)/.installed
 
@@ -29,9 +33,29 @@ $(VENV)/.installed: pyproject.toml
 	$(BIN)/evalsuite prepare
 	touch $@
 
+# The main job: the smoke suite (GSM8K on its first 100 test problems, plus a few
+# samples of every other task) on the embedded model with vLLM, then a report.
 eval: setup
-	@echo "make eval: $(TASKS) on the embedded SmolLM2-135M-Instruct with vLLM, first $(LIMIT) samples"
-	$(BIN)/evalsuite run --tasks $(TASKS) --limit $(LIMIT) $(ARGS)
+	@echo "make eval: $(SUITE) on the embedded SmolLM2-135M-Instruct with vLLM (gsm8k: first 100 test problems)"
+	$(BIN)/evalsuite run --suite $(SUITE) --run-id $(RUN_ID) $(ARGS)
+	$(BIN)/evalsuite report results/$(RUN_ID) --name $(RUN_ID)
+	@echo "results: results/$(RUN_ID)/   report: reports/$(RUN_ID)/report.html"
+
+report: setup
+	$(BIN)/evalsuite report $(RUNS) $(if $(NAME),--name $(NAME))
+
+compare: setup
+	$(BIN)/evalsuite compare $(BASE) $(CAND) --thresholds $(THRESHOLDS) --output-dir reports/compare
+
+# A baseline to gate against: a real run (no response cache) of the suite.
+baseline: setup
+	$(BIN)/evalsuite run --suite $(SUITE) --no-cache --output-dir $(dir $(BASELINE)) --run-id $(notdir $(BASELINE)) $(ARGS)
+
+# The CI regression gate: run the suite on the candidate (MODEL=...), report, compare; exit 1 on a regression.
+regress: setup
+	$(BIN)/evalsuite run --suite $(SUITE) --no-cache $(if $(MODEL),--model $(MODEL)) --run-id regress-$(STAMP) $(ARGS)
+	$(BIN)/evalsuite report $(BASELINE) results/regress-$(STAMP) --name regress-$(STAMP)
+	$(BIN)/evalsuite compare $(BASELINE) results/regress-$(STAMP) --thresholds $(THRESHOLDS) --output-dir reports/regress-$(STAMP)
 
 test: setup
 	$(BIN)/python -m pytest -q
@@ -44,6 +68,11 @@ lint: setup
 
 bench: setup
 	$(BIN)/python benchmarks/bench_harness_overhead.py
+	$(BIN)/python benchmarks/bench_equations.py
+	$(BIN)/python benchmarks/bench_humaneval.py
+	$(BIN)/python benchmarks/bench_needle.py
+	$(BIN)/python benchmarks/bench_cache.py
+	$(BIN)/python benchmarks/bench_serving_vs_vllm.py
 
 clean:
 	rm -rf $(VENV) *.egg-info

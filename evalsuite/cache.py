@@ -32,7 +32,7 @@ import os
 import sqlite3
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -290,7 +290,10 @@ class CachedBackend:
             fresh = dict(zip(missing, generated))
             if self.cache is not None:
                 self.cache.put_many([(keys[i], g) for i, g in fresh.items()])
-        return [fresh[i] if i in fresh else found[keys[i]] for i in range(len(requests))]
+        # A hit was not timed in this run: its latency figures stay unmeasured (None)
+        # rather than repeat the original run's.
+        return [fresh[i] if i in fresh else replace(found[keys[i]], timings=Timings())
+                for i in range(len(requests))]
 
     @property
     def opened(self) -> bool:

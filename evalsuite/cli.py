@@ -36,7 +36,10 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     run = sub.add_parser("run", help="run tasks on a model and write results/<run_id>/")
-    run.add_argument("--tasks", type=_task_list, default=None, help="comma-separated task names (required unless --resume)")
+    run.add_argument("--tasks", type=_task_list, default=None,
+                     help="comma-separated task names (required unless --suite or --resume)")
+    run.add_argument("--suite", type=Path, default=None,
+                     help="a suite YAML (suites/*.yaml): several tasks, each with its own settings")
     run.add_argument("--model", default=None, help="local model directory or hub id (default: the embedded SmolLM2-135M-Instruct)")
     run.add_argument("--backend", default="vllm", help="vllm (default) or hf")
     run.add_argument("--limit", type=int, default=None, help="first N samples of each task (default: all)")
@@ -200,6 +203,14 @@ def cmd_list() -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    if args.suite is not None:
+        from evalsuite.suite import run_suite
+
+        if args.tasks or args.resume:
+            raise UsageError("--suite names its own tasks; drop --tasks/--resume")
+        if not args.suite.is_file():
+            raise UsageError(f"suite file not found: {args.suite}")
+        return run_suite(args.suite, args)
     from evalsuite.runner import run
 
     config = resume_config_from_args(args) if args.resume else config_from_args(args)

@@ -21,11 +21,19 @@ os.environ.setdefault("VLLM_TARGET_DEVICE", "cpu")
 os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "2")
 
 
+
 def data_dir() -> Path:
     path = Path(os.environ.get("EVALSUITE_DATA_DIR") or SHARED_DATA)
     if not (path / "gsm8k" / "test.jsonl").exists():
         pytest.skip(f"GSM8K data not found under {path} (set EVALSUITE_DATA_DIR)")
     return path
+
+
+@pytest.fixture(autouse=True)
+def fresh_response_cache(monkeypatch, tmp_path_factory):
+    """Each test gets its own empty response cache (subprocesses inherit it): a test
+    must exercise its backend, not replay what another test or session stored."""
+    monkeypatch.setenv("EVALSUITE_RESPONSE_CACHE", str(tmp_path_factory.mktemp("cache") / "responses.sqlite"))
 
 
 @pytest.fixture(scope="session")

@@ -16,7 +16,7 @@ def test_sigkill_midway_keeps_finished_samples(tmp_path, gsm8k_data_dir, embedde
     out = tmp_path / "results"
     cmd = [sys.executable, "-m", "evalsuite.cli", "run", "--tasks", "gsm8k", "--backend", "hf",
            "--limit", "40", "--batch-size", "2", "--max-tokens", "4", "--data-dir", str(gsm8k_data_dir),
-           "--output-dir", str(out), "--run-id", "killed", "--no-progress"]
+           "--output-dir", str(out), "--run-id", "killed", "--no-progress", "--no-cache"]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
     samples = out / "killed" / "samples.jsonl"
     deadline = time.monotonic() + 180

@@ -108,6 +108,10 @@ class VLLMBackend:
         # only with stats on; the periodic stats log stays below the log level.
         kwargs.setdefault("disable_log_stats", False)
         self.model = model
+        # On the CPU build a per-request seed with a chunked prefill kills the engine
+        # ("CPU Generator does not use offset"); there, sampling uses the engine's seed
+        # only, so sampled outputs can depend on how requests were batched.
+        self.per_request_seeds = not _on_cpu()
         self.llm = vllm.LLM(model=model, **kwargs)
         self.tokenizer = self.llm.get_tokenizer()
         self._vllm_version = vllm.__version__
@@ -126,7 +130,7 @@ class VLLMBackend:
             temperature=p.temperature,
             top_p=p.top_p,
             stop=list(p.stop) or None,
-            seed=p.seed if p.temperature > 0 else None,
+            seed=p.seed if p.temperature > 0 and self.per_request_seeds else None,
             **extra,
         )
 
@@ -184,6 +188,7 @@ class VLLMBackend:
             "engine": self.settings,
             "chat_template_sha256": chat_template_sha256(self.tokenizer),
             "kv_cache": self.kv_cache_capacity(),
+            "per_request_seeds": self.per_request_seeds,
         }
 
     def close(self) -> None:
