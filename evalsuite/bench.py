@@ -15,8 +15,9 @@ import asyncio
 import math
 import random
 import time
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 from evalsuite.errors import UsageError
 from evalsuite.metrics import latency_summary, tpot_s

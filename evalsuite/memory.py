@@ -14,10 +14,10 @@ import json
 import math
 import os
 import threading
-import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 GIB = 2**30
 DTYPE_BYTES = {"float32": 4, "float16": 2, "bfloat16": 2, "fp8": 1, "int8": 1, "auto": 2}
@@ -77,7 +77,7 @@ class MemoryMonitor:
         self._rss_peak = 0
         self._probe_peak: dict[str, float] = {}
 
-    def start(self) -> "MemoryMonitor":
+    def start(self) -> MemoryMonitor:
         if self._handles:
             self._gpu_baseline = gpu_used_bytes(self._handles)
             self._gpu_peak = list(self._gpu_baseline)
@@ -137,7 +137,7 @@ class MemoryMonitor:
                 "probes_peak": dict(self._probe_peak),
             }
 
-    def __enter__(self) -> "MemoryMonitor":
+    def __enter__(self) -> MemoryMonitor:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:

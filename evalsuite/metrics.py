@@ -6,7 +6,8 @@ Every metric carries its ``n``; missing measurements stay ``None``.
 from __future__ import annotations
 
 import math
-from typing import Any, Iterable, Sequence
+from collections.abc import Iterable, Sequence
+from typing import Any
 
 Z95 = 1.959963984540054  # two-sided 95% normal quantile
 

@@ -13,8 +13,9 @@ import os
 import re
 import secrets
 import time
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 from evalsuite.types import SampleRecord
 
@@ -62,7 +63,7 @@ class RunWriter:
     def close(self) -> None:
         self._samples.close()
 
-    def __enter__(self) -> "RunWriter":
+    def __enter__(self) -> RunWriter:
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -16,10 +16,11 @@ from __future__ import annotations
 
 import hashlib
 import inspect
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any
 
 from evalsuite.registry import tasks as _registry
 from evalsuite.types import Generation, Sample, SampleRecord, SamplingParams, Score

@@ -6,9 +6,10 @@ Every stage makes new records; nothing is mutated in place:
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Any, Mapping, Union
+from typing import Any, Union
 
 _EMPTY: Mapping[str, Any] = MappingProxyType({})
 

@@ -3,8 +3,6 @@
 import subprocess
 import sys
 
-import pytest
-
 
 def evalsuite(*args, env_extra=None, cwd=None):
     import os

@@ -4,8 +4,8 @@ import json
 
 import pytest
 
-from tasks.gsm8k import flexible_extract, gold_answer, gsm8k, normalize_number, strict_match
 from evalsuite.errors import UsageError
+from tasks.gsm8k import flexible_extract, gold_answer, gsm8k, normalize_number, strict_match
 
 
 @pytest.mark.parametrize(

@@ -7,7 +7,8 @@ importing this package (and ``evalsuite list``) stays free of torch and vllm.
 
 from __future__ import annotations
 
-from typing import Any, Protocol, Sequence, runtime_checkable
+from collections.abc import Sequence
+from typing import Any, Protocol, runtime_checkable
 
 from evalsuite.types import Generation, GenerationRequest, Message
 

@@ -7,7 +7,8 @@ dependable: it is the reference the vLLM backend is checked against.
 from __future__ import annotations
 
 import time
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 from evalsuite.backends import chat_template_sha256, render_prompt
 from evalsuite.registry import backends

@@ -13,7 +13,8 @@ the ``if __name__ == "__main__":`` guard (the ``evalsuite`` CLI has it).
 from __future__ import annotations
 
 import os
-from typing import Any, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 from evalsuite.backends import chat_template_sha256, render_prompt
 from evalsuite.registry import backends
