@@ -74,5 +74,11 @@ bench: setup
 	$(BIN)/python benchmarks/bench_cache.py
 	$(BIN)/python benchmarks/bench_serving_vs_vllm.py
 
+# An OpenAI-compatible vLLM server with the embedded model on 127.0.0.1:$(PORT);
+# extra flags go to the server, e.g. make serve ARGS="--max-model-len 4096".
+PORT ?= 8000
+serve: setup
+	$(BIN)/python -m evalsuite.serving --port $(PORT) $(ARGS)
+
 clean:
 	rm -rf $(VENV) *.egg-info

@@ -43,16 +43,20 @@ def cache_dir() -> Path:
     return Path(os.environ.get("EVALSUITE_CACHE") or Path.home() / ".cache" / "evalsuite")
 
 
-def resolve_model(spec: str | None) -> ModelRef:
+def resolve_model(spec: str | None, backend: str | None = None) -> ModelRef:
     """Turns a ``--model`` value into a :class:`ModelRef`.
 
     ``None`` or ``"embedded"`` selects the embedded default (converted on first use).
     An existing path is a local model; ``org/name`` that is not a path is a hub id.
-    Raises :class:`UsageError` for a path that does not exist.
+    With the ``openai`` backend any other name is a served model name (checked
+    against the server's ``/v1/models`` by the backend). Raises
+    :class:`UsageError` for a path that does not exist.
     """
     if spec is None or spec == "embedded":
         return ModelRef(EMBEDDED_NAME, str(embedded_model_dir()), "embedded")
     path = Path(spec).expanduser()
+    if backend == "openai" and not path.exists():
+        return ModelRef(spec, spec, "served")
     if path.exists():
         if not (path / "config.json").exists() and not path.suffix == ".gguf":
             raise UsageError(f"model path {spec} has no config.json (not a Hugging Face model directory)")
@@ -135,7 +139,7 @@ def model_fingerprint(ref: ModelRef) -> str | None:
     so it is computed once per model version. ``None`` for hub ids (their revision
     identifies them) and unreadable directories.
     """
-    if ref.source == "hub":
+    if ref.source in ("hub", "served"):
         return None
     root = Path(ref.path)
     files = sorted(

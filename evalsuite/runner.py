@@ -312,7 +312,7 @@ def run(config: RunConfig, progress: bool = True, announce=None, backend=None) -
     previous: dict[str, Any] = resuming.load_run(Path(config.resume)) if config.resume else {}
     if previous.get("status") == "complete":
         return RunResult(Path(config.resume), previous.get("metrics") or {}, config.limit)
-    model = resolve_model(config.model)
+    model = resolve_model(config.model, config.backend)
     tasks = load_tasks(config, model)
     backend_kwargs(config)  # fail on a bad backend flag before anything is written
     check_constrained_decoding(config, tasks)

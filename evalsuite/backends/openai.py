@@ -30,7 +30,7 @@ import itertools
 import json
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -171,6 +171,7 @@ class OpenAIBackend:
         max_retries: further attempts after a connection error, 429 or 5xx (default 5).
         backoff_base_s, backoff_cap_s: exponential backoff between attempts, in seconds.
         api_key: bearer token; default ``$EVALSUITE_API_KEY``, else ``$OPENAI_API_KEY``.
+        extra_body: fields added to every request body (e.g. vLLM's ``ignore_eos``).
 
     Raises UsageError for bad settings, when no endpoint answers ``/models``, or when
     the model is not served.
@@ -189,7 +190,9 @@ class OpenAIBackend:
         backoff_base_s: float = 0.5,
         backoff_cap_s: float = 10.0,
         api_key: str | None = None,
+        extra_body: Mapping[str, Any] | None = None,
     ) -> None:
+        self.extra_body = dict(extra_body or {})
         urls = tuple(base_urls or (os.environ.get("OPENAI_BASE_URL") or DEFAULT_BASE_URL,))
         self.base_urls = tuple(dict.fromkeys(normalize_base_url(u) for u in urls))
         self.max_concurrency = 16 if max_concurrency is None else max_concurrency
@@ -237,6 +240,15 @@ class OpenAIBackend:
         """All requests at once, at most ``max_concurrency`` in flight; results in order."""
         return asyncio.run(self._generate(requests))
 
+    @property
+    def headers(self) -> dict[str, str]:
+        return dict(self._headers)
+
+    async def request_one(self, client, slots: asyncio.Semaphore, request: GenerationRequest) -> Generation:
+        """One request with retries, on an ``httpx.AsyncClient`` the caller opened,
+        holding one of ``slots`` while in flight (used by :mod:`evalsuite.bench`)."""
+        return await self._request(client, slots, request)
+
     async def _generate(self, requests: Sequence[GenerationRequest]) -> list[Generation]:
         import httpx
 
@@ -250,6 +262,7 @@ class OpenAIBackend:
         import httpx
 
         path, body = request_body(request, self.model)
+        body.update(self.extra_body)
         prompt_text = request.prompt if isinstance(request.prompt, str) else None
         avoid: _Replica | None = None
         for attempt in range(self.max_retries + 1):
