@@ -26,7 +26,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--limit", type=int, default=100)
     parser.add_argument("--max-tokens", type=int, default=128)
-    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--data-dir", default=os.environ.get("EVALSUITE_DATA_DIR", "../shared/data"))
     args = parser.parse_args()
     os.environ.setdefault("VLLM_TARGET_DEVICE", "cpu")
@@ -57,7 +57,7 @@ def main() -> None:
         direct.append(time.perf_counter() - start)
 
         config = RunConfig(tasks=("gsm8k",), limit=args.limit, max_tokens=args.max_tokens,
-                           data_dir=args.data_dir, output_dir=out, run_id=f"round-{i}")
+                           data_dir=args.data_dir, output_dir=out, run_id=f"round-{i}", cache=False)
         start = time.perf_counter()
         run(config, progress=False, backend=backend)
         harness.append(time.perf_counter() - start)
