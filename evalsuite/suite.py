@@ -47,7 +47,7 @@ import hashlib
 import json
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any
@@ -204,6 +204,23 @@ def engine_group(config: RunConfig) -> str:
                        dict(config.backend_args)], sort_keys=True, default=str)
 
 
+def peak_memory(memories: Sequence[dict[str, Any] | None]) -> dict[str, Any] | None:
+    """The suite's memory line: the largest host RSS and GPU peaks over its runs, and
+    the KV-cache figures of the run whose cache was fullest."""
+    found = [m for m in memories if m]
+    if not found:
+        return None
+
+    def peak(key: str) -> float | None:
+        values = [m[key] for m in found if m.get(key) is not None]
+        return max(values) if values else None
+
+    caches = [m["kv_cache"] for m in found if m.get("kv_cache")]
+    kv = max(caches, key=lambda c: c.get("peak_usage_fraction") or 0.0) if caches else None
+    return {"host_peak_rss_gib": peak("host_peak_rss_gib"), "peak_gpu_mem_gib": peak("peak_gpu_mem_gib"),
+            "kv_cache": kv}
+
+
 def run_suite(path: str | Path, args: Any, backend: Any = None) -> int:
     """Runs every entry of a suite; the handler of ``evalsuite run --suite FILE``.
 
@@ -244,6 +261,7 @@ def run_suite(path: str | Path, args: Any, backend: Any = None) -> int:
     progress = not getattr(args, "no_progress", False)
     announce = lambda line: print(line, file=sys.stderr)
     metrics: dict[str, Any] = {}
+    memories: list[dict[str, Any] | None] = []
     groups: dict[str, list[RunConfig]] = {}
     for config in configs:
         groups.setdefault(engine_group(config), []).append(config)
@@ -253,6 +271,7 @@ def run_suite(path: str | Path, args: Any, backend: Any = None) -> int:
             try:
                 for config in group:
                     result = run(config, progress=progress, announce=announce, backend=shared)
+                    memories.append(json.loads((result.run_dir / "run.json").read_text()).get("memory"))
                     metrics.update({f"{config.run_id}/{k}" if k in metrics else k: v
                                     for k, v in result.metrics.items()})
             finally:
@@ -262,7 +281,7 @@ def run_suite(path: str | Path, args: Any, backend: Any = None) -> int:
         write_json_atomic(suite_dir / SUITE_FILE, {**header, "status": "failed", "finished_at": time.time()})
         raise
     write_json_atomic(suite_dir / SUITE_FILE, {**header, "status": "complete", "finished_at": time.time()})
-    print(format_summary(metrics))
+    print(format_summary(metrics, peak_memory(memories)))
     print(f"\nresults: {suite_dir}")
     limits = [c.max_error_rate for c in configs if c.max_error_rate is not None]
     cli_limit = getattr(args, "max_error_rate", None)

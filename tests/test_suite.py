@@ -133,3 +133,16 @@ tasks:
     assert not same.regressed and [c.n for c in same.checks if c.kind == "accuracy"] == [2, 2]
     with pytest.raises(UsageError, match="already exists"):
         run_suite(path, args, backend=vllm_backend)
+
+
+def test_peak_memory_over_suite_runs():
+    from evalsuite.suite import peak_memory
+
+    a = {"host_peak_rss_gib": 3.0, "peak_gpu_mem_gib": None,
+         "kv_cache": {"tokens": 100, "blocks": 1, "block_size": 100, "peak_usage_fraction": 0.2}}
+    b = {"host_peak_rss_gib": 4.5, "peak_gpu_mem_gib": None,
+         "kv_cache": {"tokens": 100, "blocks": 1, "block_size": 100, "peak_usage_fraction": 0.7}}
+    merged = peak_memory([a, None, b])
+    assert merged["host_peak_rss_gib"] == 4.5 and merged["peak_gpu_mem_gib"] is None
+    assert merged["kv_cache"]["peak_usage_fraction"] == 0.7
+    assert peak_memory([None]) is None
