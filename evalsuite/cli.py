@@ -72,6 +72,8 @@ def build_parser() -> argparse.ArgumentParser:
     server.add_argument("--max-concurrency", type=int, default=None, help="requests in flight at once")
     server.add_argument("--request-timeout", type=float, default=None, help="seconds per request")
     server.add_argument("--max-retries", type=int, default=None, help="retries per request on connection errors, 429 and 5xx")
+    run.add_argument("--data-parallel-size", type=int, default=None,
+                     help="vllm: engine replicas, each on its own GPUs (tensor-parallel-size GPUs each)")
     run.add_argument("--max-error-rate", type=float, default=None,
                      help="exit with code 1 when the share of failed requests exceeds this (default: any error is tolerated)")
     run.add_argument("--no-cache", action="store_true",
@@ -119,7 +121,8 @@ def config_from_args(args: argparse.Namespace):
         task_args=task_args, num_samples=args.num_samples, allow_unsandboxed=args.allow_unsandboxed,
         backend_args={k: v for k, v in {
             "base_urls": tuple(args.base_url) or None, "max_concurrency": args.max_concurrency,
-            "request_timeout": args.request_timeout, "max_retries": args.max_retries}.items() if v is not None},
+            "request_timeout": args.request_timeout, "max_retries": args.max_retries,
+            "data_parallel_size": args.data_parallel_size}.items() if v is not None},
         max_error_rate=args.max_error_rate, cache=not args.no_cache,
     )
 

@@ -59,6 +59,33 @@ def request_timings(stats: Any) -> Timings:
 
 
 @backends.register("vllm")
+def vllm_backend(
+    model: str,
+    *,
+    tensor_parallel_size: int = 1,
+    data_parallel_size: int = 1,
+    max_model_len: int | None = None,
+    gpu_memory_utilization: float | None = None,
+    dtype: str = "auto",
+    seed: int = 0,
+    enforce_eager: bool = False,
+    engine_args: Mapping[str, Any] | None = None,
+):
+    """The ``vllm`` backend: one engine, or ``data_parallel_size`` engines each on its
+    own devices (:mod:`evalsuite.backends.vllm_dp`). Arguments as :class:`VLLMBackend`."""
+    kwargs = dict(max_model_len=max_model_len, gpu_memory_utilization=gpu_memory_utilization, dtype=dtype,
+                  seed=seed, enforce_eager=enforce_eager, engine_args=engine_args)
+    if data_parallel_size < 1:
+        from evalsuite.errors import UsageError
+
+        raise UsageError(f"--data-parallel-size must be >= 1, got {data_parallel_size}")
+    if data_parallel_size == 1:
+        return VLLMBackend(model, tensor_parallel_size=tensor_parallel_size, **kwargs)
+    from evalsuite.backends.vllm_dp import DataParallelVLLM
+
+    return DataParallelVLLM(model, data_parallel_size, tensor_parallel_size, on_cpu=_on_cpu(), **kwargs)
+
+
 class VLLMBackend:
     """``vllm.LLM`` in this process.
 
