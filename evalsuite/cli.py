@@ -29,12 +29,24 @@ def _key_value(text: str) -> tuple[str, Any]:
 
 
 def _task_list(text: str) -> tuple[str, ...]:
-    return tuple(t.strip() for t in text.split(",") if t.strip())
+    names = tuple(t.strip() for t in text.split(",") if t.strip())
+    duplicated = sorted({n for n in names if names.count(n) > 1})
+    if duplicated:
+        raise argparse.ArgumentTypeError(f"task named twice: {', '.join(duplicated)}")
+    return names
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with bad input reported on one line (exit code 2), like every other
+    usage error of evalsuite."""
+
+    def error(self, message: str):  # type: ignore[override]
+        self.exit(2, f"evalsuite: error: {message} (see `{self.prog} --help`)\n")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="evalsuite", description="Evaluate and benchmark LLMs.")
-    sub = parser.add_subparsers(dest="command", required=True)
+    parser = _Parser(prog="evalsuite", description="Evaluate and benchmark LLMs.")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     run = sub.add_parser("run", help="run tasks on a model and write results/<run_id>/")
     run.add_argument("--tasks", type=_task_list, default=None,
@@ -42,7 +54,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--suite", type=Path, default=None,
                      help="a suite YAML (suites/*.yaml): several tasks, each with its own settings")
     run.add_argument("--model", default=None, help="local model directory or hub id (default: the embedded SmolLM2-135M-Instruct)")
-    run.add_argument("--backend", default="vllm", help="vllm (default) or hf")
+    run.add_argument("--backend", default="vllm", help="vllm (default, in-process), openai (a served endpoint) or hf")
     run.add_argument("--limit", type=int, default=None, help="first N samples of each task (default: all)")
     run.add_argument("--num-fewshot", type=int, default=None, help="few-shot examples (task default if omitted)")
     run.add_argument("--data-dir", default=None, help="folder with local dataset files (or EVALSUITE_DATA_DIR)")
@@ -108,6 +120,8 @@ def config_from_args(args: argparse.Namespace):
         if "." not in key:
             raise UsageError(f"--task-arg needs TASK.KEY=VALUE, got {key!r}")
         name, field = key.split(".", 1)
+        if args.tasks and name not in args.tasks:
+            raise UsageError(f"--task-arg {key}: task '{name}' is not in --tasks ({', '.join(args.tasks)})")
         task_args.setdefault(name, {})[field] = value
     return RunConfig(
         tasks=args.tasks, model=args.model, backend=args.backend, limit=args.limit,
@@ -142,6 +156,16 @@ def resume_config_from_args(args: argparse.Namespace):
     if given:
         raise UsageError(f"--resume finishes a run with its stored configuration; drop {', '.join(given)}")
     return resume_config(Path(args.resume), cache=not args.no_cache)
+
+
+def SUITE_IGNORED(args: argparse.Namespace) -> list[tuple[str, bool]]:
+    """The run flags a suite file decides, with whether each was given."""
+    return [("--backend", args.backend != "vllm"), ("--base-url", bool(args.base_url)),
+            ("--engine-arg", bool(args.engine_arg)), ("--task-arg", bool(args.task_arg)),
+            ("--tensor-parallel-size", args.tensor_parallel_size != 1), ("--max-tokens", args.max_tokens is not None),
+            ("--temperature", args.temperature is not None), ("--top-p", args.top_p is not None),
+            ("--num-samples", args.num_samples is not None), ("--num-fewshot", args.num_fewshot is not None),
+            ("--system-prompt", args.system_prompt is not None), ("--max-model-len", args.max_model_len is not None)]
 
 
 def _fmt(value: Any, digits: int = 4) -> str:
@@ -210,6 +234,10 @@ def cmd_run(args: argparse.Namespace) -> int:
 
         if args.tasks or args.resume:
             raise UsageError("--suite names its own tasks; drop --tasks/--resume")
+        ignored = [flag for flag, given in SUITE_IGNORED(args) if given]
+        if ignored:
+            raise UsageError(f"--suite sets {', '.join(ignored)} in the suite file; drop the flag(s) "
+                             "(--model, --data-dir, --limit, --no-cache, --max-error-rate apply)")
         if not args.suite.is_file():
             raise UsageError(f"suite file not found: {args.suite}")
         return run_suite(args.suite, args)

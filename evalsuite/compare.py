@@ -70,6 +70,14 @@ def load_thresholds(path: str | Path | None) -> dict[str, Any]:
         if section == "tasks":
             if not isinstance(values, dict):
                 raise UsageError(f"{path}: 'tasks' maps task names to limits")
+            for name, override in values.items():
+                if override is not None and not isinstance(override, dict):
+                    raise UsageError(f"{path}: tasks.{name} maps limit names to numbers")
+                for key, value in (override or {}).items():
+                    if key not in ("max_drop", "alpha", "max_increase"):
+                        raise UsageError(f"{path}: unknown key '{key}' in tasks.{name} (known: alpha, max_drop, max_increase)")
+                    if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
+                        raise UsageError(f"{path}: tasks.{name}.{key} must be a number >= 0")
             merged["tasks"] = {str(k): dict(v or {}) for k, v in values.items()}
             continue
         if section not in _SECTIONS:
@@ -83,8 +91,17 @@ def load_thresholds(path: str | Path | None) -> dict[str, Any]:
     for section, key in (("accuracy", "max_drop"), ("latency", "max_increase"), ("memory", "max_increase")):
         if not isinstance(merged[section][key], (int, float)) or merged[section][key] < 0:
             raise UsageError(f"{path}: {section}.{key} must be a number >= 0")
-    if not 0 < merged["accuracy"]["alpha"] <= 1:
+    alpha, resamples = merged["accuracy"]["alpha"], merged["accuracy"]["resamples"]
+    if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not 0 < alpha <= 1:
         raise UsageError(f"{path}: accuracy.alpha must be in (0, 1]")
+    if isinstance(resamples, bool) or not isinstance(resamples, int) or resamples < 1:
+        raise UsageError(f"{path}: accuracy.resamples must be a whole number >= 1")
+    if not isinstance(merged["latency"]["metric"], str) or not merged["latency"]["metric"].endswith(
+            ("_mean", "_p50", "_p90", "_p95", "_p99")):
+        raise UsageError(f"{path}: latency.metric names a percentile such as e2e_ms_p95 or ttft_ms_p50")
+    metrics = merged["memory"]["metrics"]
+    if not isinstance(metrics, list) or not all(isinstance(m, str) for m in metrics):
+        raise UsageError(f"{path}: memory.metrics is a list of figure names, e.g. [host_peak_rss_gib]")
     if merged["accuracy"]["scorers"] not in ("primary", "all"):
         raise UsageError(f"{path}: accuracy.scorers must be 'primary' or 'all'")
     return merged
@@ -255,11 +272,35 @@ def config_changes(base: RunData, cand: RunData) -> dict[str, tuple[Any, Any]]:
             if json.dumps(b.get(k), sort_keys=True, default=str) != json.dumps(c.get(k), sort_keys=True, default=str)}
 
 
+def completeness_checks(base: RunData, cand: RunData) -> list[Check]:
+    """The candidate must have finished, and scored every task and sample the
+    baseline scored: a crashed or partial candidate is a regression, not a pass."""
+    checks = []
+    statuses = [h.get("status") for h in cand.headers]
+    unfinished = [s for s in statuses if s != "complete"]
+    checks.append(Check("run", "*", "status", None, None, None, "complete",
+                        REGRESSION if unfinished or not statuses else PASS,
+                        detail=", ".join(str(s) for s in statuses) or "no run.json"))
+    b_index, c_index = verdict_index(base), verdict_index(cand)
+    for task in base.tasks:
+        if task not in cand.metrics:
+            checks.append(Check("run", task, "samples", None, None, None, "task present", REGRESSION,
+                                detail="task missing from the candidate"))
+            continue
+        keys = [k for k in b_index if k[0] == task]
+        missing = sum(1 for k in keys if k not in c_index)
+        checks.append(Check("run", task, "samples", float(len(keys)), float(len(keys) - missing), None,
+                            "every baseline sample scored", REGRESSION if missing else PASS,
+                            detail=f"{missing} baseline samples missing from the candidate" if missing else ""))
+    return checks
+
+
 def compare_runs(base: RunData, cand: RunData, thresholds: Mapping[str, Any]) -> Comparison:
-    """Every check of ``thresholds`` on two loaded runs."""
+    """Every check of ``thresholds`` on two loaded runs, after the completeness checks."""
     acc, warnings = accuracy_checks(base, cand, thresholds)
     return Comparison(base=base.label, cand=cand.label,
-                      checks=acc + latency_checks(base, cand, thresholds) + memory_checks(base, cand, thresholds),
+                      checks=acc + latency_checks(base, cand, thresholds) + memory_checks(base, cand, thresholds)
+                      + completeness_checks(base, cand),
                       warnings=warnings, config_changes=config_changes(base, cand))
 
 

@@ -78,6 +78,11 @@ class RunConfig:
             raise UsageError(f"--num-samples must be a positive integer, got {self.num_samples}")
         if self.max_error_rate is not None and not 0 <= self.max_error_rate <= 1:
             raise UsageError(f"--max-error-rate must be in [0, 1], got {self.max_error_rate}")
+        if self.engine.max_model_len is not None and self.engine.max_model_len < 1:
+            raise UsageError(f"--max-model-len must be a positive integer, got {self.engine.max_model_len}")
+        mem = self.engine.gpu_memory_utilization
+        if mem is not None and not 0 < mem <= 1:
+            raise UsageError(f"--gpu-memory-utilization must be in (0, 1], got {mem}")
         if self.engine.tensor_parallel_size < 1:
             raise UsageError("--tensor-parallel-size must be >= 1")
 

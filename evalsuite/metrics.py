@@ -53,7 +53,8 @@ def accuracy(values: Sequence[float], extracted: Sequence[bool]) -> dict[str, An
     if all(v in (0.0, 1.0) for v in values):
         ci = wilson_interval(int(sum(values)), n)
     else:
-        ci = None if se is None else (mean - Z95 * se, mean + Z95 * se)
+        # Scores live in [0, 1]: the normal interval is clipped to that range.
+        ci = None if se is None else (max(0.0, mean - Z95 * se), min(1.0, mean + Z95 * se))
     return {
         "value": mean,
         "stderr": se,

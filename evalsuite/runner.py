@@ -214,8 +214,14 @@ def performance(records: Sequence[SampleRecord], wall_s: float) -> dict[str, Any
     }
 
 
-def aggregate(task: Task, records: Sequence[SampleRecord], wall_s: float) -> dict[str, Any]:
-    """Per-scorer accuracy rows, performance figures and the task's own extras."""
+def aggregate(task: Task, records: Sequence[SampleRecord], wall_s: float,
+              timed: Sequence[SampleRecord] | None = None) -> dict[str, Any]:
+    """Per-scorer accuracy rows, performance figures and the task's own extras.
+
+    Throughput and latency cover ``timed`` (the records generated in this process's
+    ``wall_s``; by default all), so a resumed run does not divide earlier samples
+    by the resumed part's time; request and error counts cover every record.
+    """
     rows = {
         scorer.name: accuracy(
             [r.scores[scorer.name].value for r in records],
@@ -224,7 +230,9 @@ def aggregate(task: Task, records: Sequence[SampleRecord], wall_s: float) -> dic
         for scorer in task.scorers
         if all(scorer.name in r.scores for r in records)
     }
-    perf = performance(records, wall_s)
+    perf = {**performance(records if timed is None else timed, wall_s),
+            "requests": len(records), "errors": sum(r.error is not None for r in records),
+            "finish_length": sum(r.finish_reason == "length" for r in records)}
     primary = next((s.name for s in task.scorers if s.primary), task.scorers[0].name if task.scorers else None)
     extras = task.aggregate(records) if task.aggregate else {}
     return {"version": task.version, "primary": primary, "scores": rows, "performance": perf, **extras}
@@ -367,7 +375,7 @@ def run(config: RunConfig, progress: bool = True, announce=None, backend=None) -
                     new, wall_s = generate(task, todo, cached, writer, config.batch_size, progress)
                     records = in_request_order(requests, done, new)
                     all_records.extend(records)
-                    metrics[task.name] = aggregate(task, records, wall_s)
+                    metrics[task.name] = aggregate(task, records, wall_s, timed=new)
                     metrics[task.name]["performance"].update(
                         cache_hits=cached.hits - hits_before, resumed_records=len(done))
                     if task.write_artifacts is not None:

@@ -57,3 +57,20 @@ def test_vllm_records_a_failed_request_and_goes_on(vllm_backend):
     ok, bad = vllm_backend.generate(requests)
     assert ok.error is None and ok.output_tokens == 4
     assert bad.error is not None and bad.text == "" and bad.finish_reason == "error"
+
+
+def test_hf_batches_requests_that_differ_only_in_seed(hf_backend):
+    calls = []
+    original = hf_backend._generate_batch
+
+    def spy(requests, params):
+        calls.append((len(requests), params.seed))
+        return original(requests, params)
+
+    hf_backend._generate_batch = spy
+    try:
+        requests = [GenerationRequest("t", str(i), "Hi", SamplingParams(max_tokens=2, seed=100 + i)) for i in range(3)]
+        out = hf_backend.generate(requests)
+    finally:
+        del hf_backend._generate_batch
+    assert len(out) == 3 and calls == [(3, 100)]

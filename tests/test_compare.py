@@ -80,7 +80,8 @@ def test_missing_figures_read_na_and_never_fail(tmp_path):
     base = load_run(write_run(tmp_path, "base", {"t": {"verdicts": BASE}}))
     cand = load_run(write_run(tmp_path, "cand", {"t": {"verdicts": BASE}}))
     c = compare_runs(base, cand, t)
-    assert {x.kind: x.verdict for x in c.checks} == {"accuracy": "pass", "latency": "n/a", "memory": "n/a"}
+    assert {x.kind: x.verdict for x in c.checks} == {"accuracy": "pass", "latency": "n/a", "memory": "n/a",
+                                                     "run": "pass"}
     assert not c.regressed
 
 
@@ -91,6 +92,41 @@ def test_unpaired_samples_and_tasks_are_reported(tmp_path):
     assert c.checks[0].n == 4
     assert any("2 samples are in only one run" in w for w in c.warnings)
     assert any(w.startswith("b: in the baseline only") for w in c.warnings)
+    # a partial candidate is a regression: 2 samples of 'a' and all of 'b' are missing
+    runs = {(x.task, x.metric): x for x in c.checks if x.kind == "run"}
+    assert runs[("a", "samples")].verdict == "REGRESSION" and "2 baseline samples missing" in runs[("a", "samples")].detail
+    assert runs[("b", "samples")].verdict == "REGRESSION"
+    assert c.regressed
+
+
+def test_a_failed_candidate_is_a_regression(tmp_path):
+    import json
+
+    base = load_run(write_run(tmp_path, "base", {"t": {"verdicts": BASE}}))
+    cand_dir = write_run(tmp_path, "cand", {"t": {"verdicts": BASE}})
+    run_json = json.loads((cand_dir / "run.json").read_text())
+    (cand_dir / "run.json").write_text(json.dumps({**run_json, "status": "failed"}))
+    c = compare_runs(base, load_run(cand_dir), load_thresholds(None))
+    status = next(x for x in c.checks if x.metric == "status")
+    assert status.verdict == "REGRESSION" and status.detail == "failed"
+    assert c.regressed
+
+
+@pytest.mark.parametrize("text, message", [
+    ("accuracy: {alpha: x}\n", "accuracy.alpha"),
+    ("accuracy: {resamples: abc}\n", "accuracy.resamples"),
+    ("tasks: {gsm8k: {max_drop: abc}}\n", "tasks.gsm8k.max_drop"),
+    ("tasks: {gsm8k: 5}\n", "tasks.gsm8k maps"),
+    ("memory: {metrics: peak_rss_gib}\n", "memory.metrics is a list"),
+    ("latency: {metric: nosuch}\n", "latency.metric"),
+])
+def test_bad_threshold_values_are_usage_errors(tmp_path, text, message):
+    from evalsuite.errors import UsageError
+
+    path = tmp_path / "t.yaml"
+    path.write_text(text)
+    with pytest.raises(UsageError, match=message.replace(".", r"\.")):
+        load_thresholds(path)
 
 
 def test_per_task_override(tmp_path):

@@ -71,3 +71,8 @@ def test_latency_summary_hand_worked():
     # ITL pooled: 200, 300, 400 ms -> p50 300
     assert s["itl_ms_p50"] == pytest.approx(300.0) and s["itl_ms_n"] == 3
     assert s["e2e_ms_p99"] == pytest.approx(1000 + 1000 * 0.99)
+
+
+def test_partial_credit_interval_stays_in_unit_range():
+    row = accuracy([0.5, 1.0, 1.0], [True, True, True])
+    assert 0.0 <= row["ci95"][0] <= row["ci95"][1] == 1.0

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import Any
 
 from evalsuite.backends import chat_template_sha256, render_prompt
@@ -59,13 +60,17 @@ class HFBackend:
 
     def generate(self, requests: Sequence[GenerationRequest]) -> list[Generation]:
         results: list[Generation | None] = [None] * len(requests)
+        # Requests batch together when they differ only in their seed; a sampled batch
+        # is seeded once (from its first request), a greedy one needs no seed.
         groups: dict[SamplingParams, list[int]] = {}
         for i, r in enumerate(requests):
-            groups.setdefault(r.params, []).append(i)
+            groups.setdefault(replace(r.params, seed=None), []).append(i)
+        seeds = {key: requests[indices[0]].params.seed for key, indices in groups.items()}
         for params, indices in groups.items():
             for start in range(0, len(indices), self.batch_size):
                 chunk = indices[start : start + self.batch_size]
-                for i, g in zip(chunk, self._generate_batch([requests[i] for i in chunk], params)):
+                for i, g in zip(chunk, self._generate_batch([requests[i] for i in chunk],
+                                                            replace(params, seed=seeds[params]))):
                     results[i] = g
         return results  # type: ignore[return-value]
 

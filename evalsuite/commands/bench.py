@@ -41,7 +41,11 @@ def _prompts(args) -> list:
     if args.prompts_file is not None:
         if not args.prompts_file.is_file():
             raise UsageError(f"prompts file not found: {args.prompts_file}")
-        return [row["prompt"] for row in read_jsonl(args.prompts_file)][: args.num_prompts]
+        rows = list(read_jsonl(args.prompts_file))
+        bad = next((i for i, row in enumerate(rows, 1) if not isinstance(row, dict) or "prompt" not in row), None)
+        if bad is not None:
+            raise UsageError(f"{args.prompts_file}:{bad}: no 'prompt' field")
+        return [row["prompt"] for row in rows][: args.num_prompts]
     if args.random_input_len is not None:
         from transformers import AutoTokenizer
 
@@ -66,8 +70,12 @@ def handle(args) -> int:
     from evalsuite.bench import build_requests, format_table, parse_slo, run_load, summarize
     from evalsuite.errors import UsageError
 
-    if args.request_rate <= 0:
+    if not args.request_rate > 0:  # also rejects nan
         raise UsageError(f"--request-rate must be > 0, got {args.request_rate}")
+    if args.max_tokens < 1:
+        raise UsageError(f"--max-tokens must be a positive integer, got {args.max_tokens}")
+    if args.random_input_len is not None and args.random_input_len < 1:
+        raise UsageError(f"--random-input-len must be a positive integer, got {args.random_input_len}")
     slo = parse_slo(args.slo)
     prompts = _prompts(args)
     backend = OpenAIBackend(args.model, base_urls=tuple(args.base_url) or None, max_concurrency=args.max_concurrency,
