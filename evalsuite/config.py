@@ -78,6 +78,15 @@ class RunConfig:
             raise UsageError(f"--num-samples must be a positive integer, got {self.num_samples}")
         if self.max_error_rate is not None and not 0 <= self.max_error_rate <= 1:
             raise UsageError(f"--max-error-rate must be in [0, 1], got {self.max_error_rate}")
+        b = self.backend_args
+        if b.get("max_concurrency") is not None and b["max_concurrency"] < 1:
+            raise UsageError(f"--max-concurrency must be >= 1, got {b['max_concurrency']}")
+        if b.get("request_timeout") is not None and not b["request_timeout"] > 0:
+            raise UsageError(f"--request-timeout must be > 0 seconds, got {b['request_timeout']}")
+        if b.get("max_retries") is not None and b["max_retries"] < 0:
+            raise UsageError(f"--max-retries must be >= 0, got {b['max_retries']}")
+        if b.get("data_parallel_size") is not None and b["data_parallel_size"] < 1:
+            raise UsageError(f"--data-parallel-size must be >= 1, got {b['data_parallel_size']}")
         if self.engine.max_model_len is not None and self.engine.max_model_len < 1:
             raise UsageError(f"--max-model-len must be a positive integer, got {self.engine.max_model_len}")
         mem = self.engine.gpu_memory_utilization

@@ -3,6 +3,8 @@
 import subprocess
 import sys
 
+import pytest
+
 
 def evalsuite(*args, env_extra=None, cwd=None):
     import os
@@ -65,4 +67,18 @@ def test_constrained_task_on_hf_is_refused_up_front(tmp_path):
     proc = evalsuite("run", "--tasks", "json_extraction_constrained", "--backend", "hf", "--limit", "1",
                      "--output-dir", str(tmp_path / "r"))
     _one_line_error(proc, "needs constrained decoding", "hf")
+    assert not (tmp_path / "r").exists()
+
+
+@pytest.mark.parametrize("flag, value, message", [
+    ("--max-concurrency", "0", "--max-concurrency must be >= 1"),
+    ("--request-timeout", "-1", "--request-timeout must be > 0"),
+    ("--max-retries", "-1", "--max-retries must be >= 0"),
+    ("--max-model-len", "-5", "--max-model-len must be a positive integer"),
+    ("--gpu-memory-utilization", "1.5", "--gpu-memory-utilization must be in (0, 1]"),
+])
+def test_bad_numbers_stop_before_anything_is_written(tmp_path, gsm8k_data_dir, flag, value, message):
+    proc = evalsuite("run", "--tasks", "gsm8k", "--backend", "openai", flag, value,
+                     "--data-dir", str(gsm8k_data_dir), "--output-dir", str(tmp_path / "r"))
+    _one_line_error(proc, message)
     assert not (tmp_path / "r").exists()
