@@ -158,7 +158,7 @@ def resume_config_from_args(args: argparse.Namespace):
     return resume_config(Path(args.resume), cache=not args.no_cache)
 
 
-def SUITE_IGNORED(args: argparse.Namespace) -> list[tuple[str, bool]]:
+def suite_ignored_flags(args: argparse.Namespace) -> list[tuple[str, bool]]:
     """The run flags a suite file decides, with whether each was given."""
     return [("--backend", args.backend != "vllm"), ("--base-url", bool(args.base_url)),
             ("--engine-arg", bool(args.engine_arg)), ("--task-arg", bool(args.task_arg)),
@@ -234,7 +234,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
         if args.tasks or args.resume:
             raise UsageError("--suite names its own tasks; drop --tasks/--resume")
-        ignored = [flag for flag, given in SUITE_IGNORED(args) if given]
+        ignored = [flag for flag, given in suite_ignored_flags(args) if given]
         if ignored:
             raise UsageError(f"--suite sets {', '.join(ignored)} in the suite file; drop the flag(s) "
                              "(--model, --data-dir, --limit, --no-cache, --max-error-rate apply)")
@@ -245,8 +245,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     config = resume_config_from_args(args) if args.resume else config_from_args(args)
     result = run(config, progress=not args.no_progress, announce=lambda line: print(line, file=sys.stderr))
-    run_json = json.loads((result.run_dir / "run.json").read_text())
-    print(format_summary(result.metrics, run_json.get("memory")))
+    print(format_summary(result.metrics, result.memory))
     print(f"\nresults: {result.run_dir}")
     return error_exit_code(result.metrics, config.max_error_rate)
 

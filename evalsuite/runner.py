@@ -44,6 +44,7 @@ class RunResult:
     run_dir: Path
     metrics: dict[str, Any]
     limit: int | None
+    memory: dict[str, Any] | None = None
 
 
 def load_tasks(config: RunConfig, model: ModelRef) -> list[Task]:
@@ -319,7 +320,7 @@ def run(config: RunConfig, progress: bool = True, announce=None, backend=None) -
     """
     previous: dict[str, Any] = resuming.load_run(Path(config.resume)) if config.resume else {}
     if previous.get("status") == "complete":
-        return RunResult(Path(config.resume), previous.get("metrics") or {}, config.limit)
+        return RunResult(Path(config.resume), previous.get("metrics") or {}, config.limit, previous.get("memory"))
     model = resolve_model(config.model, config.backend)
     tasks = load_tasks(config, model)
     backend_kwargs(config)  # fail on a bad backend flag before anything is written
@@ -397,4 +398,4 @@ def run(config: RunConfig, progress: bool = True, announce=None, backend=None) -
         resuming.kill_point("final_write")
         writer.write_run({**header, "status": "complete", "started_at": started,
                           "finished_at": time.time(), "metrics": metrics})
-    return RunResult(run_dir, metrics, config.limit)
+    return RunResult(run_dir, metrics, config.limit, header["memory"])

@@ -271,7 +271,7 @@ def run_suite(path: str | Path, args: Any, backend: Any = None) -> int:
             try:
                 for config in group:
                     result = run(config, progress=progress, announce=announce, backend=shared)
-                    memories.append(json.loads((result.run_dir / "run.json").read_text()).get("memory"))
+                    memories.append(result.memory)
                     metrics.update({f"{config.run_id}/{k}" if k in metrics else k: v
                                     for k, v in result.metrics.items()})
             finally:
