@@ -368,8 +368,10 @@ def _bwrap_argv(exe: str) -> list[str]:
     hidden = [d for d in HIDDEN_DIRS if os.path.isdir(d)]
     for d in hidden:
         argv += ["--tmpfs", d]
+    # The Python installation stays visible under every directory a tmpfs masks,
+    # /tmp included (a checkout and its venv may live there).
     for keep in _python_dirs():
-        parent = next((d for d in hidden if keep.startswith(d + "/")), None)
+        parent = next((d for d in ("/tmp", *hidden) if keep.startswith(d + "/")), None)
         if parent is None:
             continue
         parts = keep[len(parent) + 1:].split("/")

@@ -121,3 +121,15 @@ def test_running_unsandboxed_needs_permission(monkeypatch):
 def test_auto_prefers_bwrap_when_it_works():
     assert resolve_isolation("auto") == "bwrap"
     assert resolve_isolation("auto", allow_unsandboxed=True) == "bwrap"
+
+
+def test_a_python_installation_under_tmp_stays_visible(monkeypatch):
+    """/tmp is a fresh tmpfs inside the sandbox; a venv living there is bound back in."""
+    from evalsuite import sandbox
+
+    monkeypatch.setattr(sandbox, "_python_dirs", lambda: ["/tmp/ci/.venv", "/usr"])
+    argv = sandbox._bwrap_argv("bwrap")
+    tmpfs_at = argv.index("/tmp", argv.index("--tmpfs"))
+    bind_at = max(i for i, a in enumerate(argv) if a == "--ro-bind" and argv[i + 1] == "/tmp/ci/.venv")
+    assert bind_at > tmpfs_at
+    assert ["--dir", "/tmp/ci"] == argv[argv.index("/tmp/ci") - 1 : argv.index("/tmp/ci") + 1]
