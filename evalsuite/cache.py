@@ -26,16 +26,20 @@ first writer of a key wins (``INSERT OR IGNORE``).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
 import sqlite3
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from pydantic import ValidationError
+
+from evalsuite.errors import UsageError
 from evalsuite.types import Generation, GenerationRequest, Timings
 
 CACHE_FILE = "responses.sqlite"
@@ -169,15 +173,30 @@ def generation_to_json(g: Generation) -> str:
     }, ensure_ascii=False)
 
 
-def generation_from_json(text: str) -> Generation:
-    d = json.loads(text)
-    t = d.get("timings") or {}
-    itl = t.get("itl_s")
+class CacheEntryError(ValueError):
+    """A stored entry that is not a generation (a damaged or foreign row)."""
+
+
+def generation_from_json(text: Any) -> Generation:
+    """The :class:`Generation` stored as ``text`` (:func:`generation_to_json`).
+
+    Raises :class:`CacheEntryError` for anything else: not JSON, nested too deeply,
+    or not following :class:`evalsuite.schemas.CachedGeneration`.
+    """
+    from evalsuite.schemas import CachedGeneration, first_problem
+
+    try:
+        d = CachedGeneration.model_validate(json.loads(text))
+    except ValidationError as e:
+        raise CacheEntryError(f"not a stored generation ({first_problem(e)})") from None
+    except (ValueError, TypeError, RecursionError) as e:
+        raise CacheEntryError(f"not JSON ({type(e).__name__})") from None
+    t = d.timings
     return Generation(
-        text=d["text"], finish_reason=d.get("finish_reason"), prompt_text=d.get("prompt_text"),
-        prompt_tokens=d.get("prompt_tokens"), output_tokens=d.get("output_tokens"),
-        timings=Timings(e2e_s=t.get("e2e_s"), ttft_s=t.get("ttft_s"),
-                        itl_s=tuple(itl) if itl is not None else None),
+        text=d.text, finish_reason=d.finish_reason, prompt_text=d.prompt_text,
+        prompt_tokens=d.prompt_tokens, output_tokens=d.output_tokens,
+        timings=Timings() if t is None else Timings(
+            e2e_s=t.e2e_s, ttft_s=t.ttft_s, itl_s=tuple(t.itl_s) if t.itl_s is not None else None),
     )
 
 
@@ -198,9 +217,14 @@ class ResponseCache:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.execute(_SCHEMA)
+        self.unreadable: set[str] = set()
 
     def get_many(self, keys: Sequence[str]) -> dict[str, Generation]:
-        """The stored generations of those ``keys`` that are present."""
+        """The stored generations of those ``keys`` that are present and readable.
+
+        An entry that is not a stored generation is left out (a miss) and its key
+        remembered in ``unreadable``, so that :meth:`put_many` replaces it.
+        """
         found: dict[str, Generation] = {}
         unique = list(dict.fromkeys(keys))
         for i in range(0, len(unique), 500):  # SQLite's bound-parameter limit
@@ -208,22 +232,31 @@ class ResponseCache:
             rows = self._db.execute(
                 f"SELECT key, generation FROM responses WHERE key IN ({','.join('?' * len(chunk))})", chunk
             ).fetchall()
-            found.update((k, generation_from_json(v)) for k, v in rows)
+            for k, v in rows:
+                try:
+                    found[k] = generation_from_json(v)
+                except CacheEntryError:
+                    self.unreadable.add(k)
         return found
 
     def put_many(self, items: Sequence[tuple[str, Generation]]) -> int:
         """Stores ``(key, generation)`` pairs in one transaction; skips failed
-        generations and keys already present. Returns the number of rows added."""
+        generations and keys already present (unless their entry was unreadable).
+        Returns the number of rows added or replaced."""
         rows = [(k, generation_to_json(g), time.time()) for k, g in items
                 if g.error is None and g.finish_reason != "error"]
         if not rows:
             return 0
+        fresh = [r for r in rows if r[0] not in self.unreadable]
+        repaired = [r for r in rows if r[0] in self.unreadable]
         self._db.execute("BEGIN IMMEDIATE")
         try:
             before = self._db.total_changes
-            self._db.executemany("INSERT OR IGNORE INTO responses VALUES (?, ?, ?)", rows)
+            self._db.executemany("INSERT OR IGNORE INTO responses VALUES (?, ?, ?)", fresh)
+            self._db.executemany("INSERT OR REPLACE INTO responses VALUES (?, ?, ?)", repaired)
             added = self._db.total_changes - before
             self._db.execute("COMMIT")
+            self.unreadable.difference_update(r[0] for r in repaired)
         except BaseException:
             self._db.execute("ROLLBACK")
             raise
@@ -236,6 +269,79 @@ class ResponseCache:
         self._db.close()
 
 
+def _unusable(path: Path, why: str) -> UsageError:
+    return UsageError(f"cannot use the response cache {path}: {why}; pass --no-cache, or point "
+                      "EVALSUITE_RESPONSE_CACHE at a writable file path")
+
+
+def _damaged(err: sqlite3.Error) -> bool:
+    """Whether ``err`` says the file is not a database or a damaged one."""
+    code = getattr(err, "sqlite_errorcode", None)
+    if code is not None:
+        return code in (sqlite3.SQLITE_NOTADB, sqlite3.SQLITE_CORRUPT)
+    return str(err) in ("file is not a database", "database disk image is malformed")
+
+
+def move_aside(path: Path) -> Path:
+    """Renames a damaged cache file (and its ``-wal``/``-shm`` companions) to
+    ``<name>.corrupt-<time>-<pid>``; returns the new path."""
+    target = path.with_name(f"{path.name}.corrupt-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}")
+    os.replace(path, target)
+    for suffix in ("-wal", "-shm"):
+        side = path.with_name(path.name + suffix)
+        if side.exists():
+            os.replace(side, target.with_name(target.name + suffix))
+    return target
+
+
+def open_cache(path: str | Path, warn: Callable[[str], None] | None = None) -> ResponseCache:
+    """The response cache at ``path``, never an exception for a damaged file.
+
+    - A file that is not a SQLite database, or a damaged one (a truncated copy,
+      garbage), is moved aside (:func:`move_aside`, told through ``warn``) and a
+      new cache is started; the move holds a lock, so concurrent runs move it once.
+    - A path that cannot hold the cache (a directory, a path under a file, an
+      unreadable or read-only file or folder) raises UsageError offering ``--no-cache``.
+    """
+    from evalsuite.models import _file_lock
+
+    path = Path(path)
+    warn = warn or _stderr
+    if path.is_dir():
+        raise _unusable(path, "it is a directory")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise _unusable(path, f"its folder cannot be created ({e.strerror or e})") from None
+    try:
+        return ResponseCache(path)
+    except sqlite3.Error as e:
+        if not _damaged(e):
+            raise _unusable(path, str(e)) from None
+    try:
+        with _file_lock(path.with_name(f".{path.name}.lock")):
+            try:  # another run may have moved it aside and started a new one meanwhile
+                return ResponseCache(path)
+            except sqlite3.Error as e:
+                if not _damaged(e):
+                    raise _unusable(path, str(e)) from None
+                damage = str(e)
+            aside = move_aside(path)
+            warn(f"evalsuite: warning: the response cache {path} was damaged ({damage}); moved it to {aside} "
+                 "and started a new one")
+            return ResponseCache(path)
+    except OSError as e:
+        raise _unusable(path, f"{e.strerror or e}") from None
+    except sqlite3.Error as e:
+        raise _unusable(path, str(e)) from None
+
+
+def _stderr(line: str) -> None:
+    import sys
+
+    print(line, file=sys.stderr)
+
+
 @dataclass
 class CachedBackend:
     """A backend seen through the cache; the real one is opened on the first miss.
@@ -243,7 +349,9 @@ class CachedBackend:
     ``open_backend`` builds the real backend (an engine start); on a run whose every
     request is cached it is never called. ``on_open`` is told when it was.
     ``hits`` and ``misses`` count requests. ``cache`` may be None (``--no-cache``):
-    then every request goes to the backend.
+    then every request goes to the backend. A cache that fails during the run (a
+    file damaged under it, a lock held too long) is dropped with a ``warn``ing and
+    the run goes on without it.
     """
 
     open_backend: Callable[[], Any]
@@ -254,6 +362,38 @@ class CachedBackend:
     inner: Any = None
     hits: int = 0
     misses: int = 0
+    warn: Callable[[str], None] | None = None
+    _reported: set[str] = field(default_factory=set)
+
+    def _lookup(self, keys: Sequence[str]) -> dict[str, Generation]:
+        if self.cache is None:
+            return {}
+        try:
+            found = self.cache.get_many(keys)
+        except sqlite3.Error as e:
+            self._drop_cache(e)
+            return {}
+        new = self.cache.unreadable - self._reported
+        if new:
+            self._reported |= new
+            (self.warn or _stderr)(f"evalsuite: warning: {len(new)} unreadable response-cache entries in "
+                                   f"{self.cache.path}; generating them again")
+        return found
+
+    def _store(self, items: Sequence[tuple[str, Generation]]) -> None:
+        if self.cache is None:
+            return
+        try:
+            self.cache.put_many(items)
+        except sqlite3.Error as e:
+            self._drop_cache(e)
+
+    def _drop_cache(self, err: sqlite3.Error) -> None:
+        (self.warn or _stderr)(f"evalsuite: warning: the response cache {self.cache.path} failed ({err}); "
+                               "going on without it (pass --no-cache, or delete the file)")
+        with contextlib.suppress(sqlite3.Error):
+            self.cache.close()
+        self.cache = None
 
     def _backend(self):
         if self.inner is None:
@@ -267,7 +407,7 @@ class CachedBackend:
         engine start-up is not timed as generation. Returns whether it is open."""
         if self.inner is None:
             keys = [request_key(self.identity, r) for r in requests]
-            found = self.cache.get_many(keys) if self.cache is not None else {}
+            found = self._lookup(keys)
             if any(k not in found for k in keys):
                 self._backend()
         return self.inner is not None
@@ -276,7 +416,7 @@ class CachedBackend:
         """One generation per request, in order: cached ones from the store, the rest
         from the backend in one call (then stored)."""
         keys = [request_key(self.identity, r) for r in requests]
-        found = self.cache.get_many(keys) if self.cache is not None else {}
+        found = self._lookup(keys)
         missing = [i for i, k in enumerate(keys) if k not in found]
         self.hits += len(requests) - len(missing)
         self.misses += len(missing)
@@ -288,8 +428,7 @@ class CachedBackend:
                 raise RuntimeError(f"backend {backend.name} returned {len(generated)} generations "
                                    f"for {len(missing)} requests")
             fresh = dict(zip(missing, generated))
-            if self.cache is not None:
-                self.cache.put_many([(keys[i], g) for i, g in fresh.items()])
+            self._store([(keys[i], g) for i, g in fresh.items()])
         # A hit was not timed in this run: its latency figures stay unmeasured (None)
         # rather than repeat the original run's.
         return [fresh[i] if i in fresh else replace(found[keys[i]], timings=Timings())

@@ -10,7 +10,8 @@ Three kinds of check, each against a thresholds file (YAML, see
   units) *and* significant (``p < alpha``): a drop that small samples cannot
   tell from noise is reported, not failed.
 - **latency**, per task: the relative increase of a performance figure
-  (default ``e2e_ms_p95``) above ``max_increase`` (0.25 = +25%).
+  (default ``e2e_ms_p95``) above ``max_increase`` (0.5 = +50%, as in
+  ``thresholds/default.yaml``).
 - **memory**: the relative increase of each memory figure named in
   ``metrics`` (names as the report shows them, e.g. ``peak_rss_gib``; a name
   matches any figure ending in it) above ``max_increase``.
@@ -36,7 +37,7 @@ _EPS = 1e-9  # an increase exactly at the limit passes, whatever the float round
 
 DEFAULT_THRESHOLDS: dict[str, Any] = {
     "accuracy": {"max_drop": 0.02, "alpha": 0.05, "scorers": "primary", "resamples": 10_000},
-    "latency": {"metric": "e2e_ms_p95", "max_increase": 0.25},
+    "latency": {"metric": "e2e_ms_p95", "max_increase": 0.50},
     "memory": {"metrics": [], "max_increase": 0.10},
     "tasks": {},
 }
@@ -64,6 +65,8 @@ def load_thresholds(path: str | Path | None) -> dict[str, Any]:
         data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
     except yaml.YAMLError as err:
         raise UsageError(f"{path}: not valid YAML ({str(err).splitlines()[0]})") from None
+    except (OSError, UnicodeError, RecursionError) as err:
+        raise UsageError(f"cannot read {path}: {type(err).__name__} (fix the file given to --thresholds)") from None
     if not isinstance(data, dict):
         raise UsageError(f"{path}: thresholds are a mapping with accuracy/latency/memory sections")
     for section, values in data.items():
@@ -83,6 +86,8 @@ def load_thresholds(path: str | Path | None) -> dict[str, Any]:
         if section not in _SECTIONS:
             raise UsageError(f"{path}: unknown section '{section}' (known: accuracy, latency, memory, tasks)")
         values = values or {}
+        if not isinstance(values, dict):
+            raise UsageError(f"{path}: '{section}' must be a mapping of limit names to values")
         unknown = set(values) - _SECTIONS[section]
         if unknown:
             raise UsageError(f"{path}: unknown key '{min(unknown)}' in '{section}' "
@@ -104,7 +109,16 @@ def load_thresholds(path: str | Path | None) -> dict[str, Any]:
         raise UsageError(f"{path}: memory.metrics is a list of figure names, e.g. [host_peak_rss_gib]")
     if merged["accuracy"]["scorers"] not in ("primary", "all"):
         raise UsageError(f"{path}: accuracy.scorers must be 'primary' or 'all'")
+    _check_thresholds_schema(data, path)
     return merged
+
+
+def _check_thresholds_schema(data: dict[str, Any], path: Path) -> None:
+    """Types and ranges of every value against :class:`evalsuite.schemas.ThresholdsFile`,
+    after :func:`load_thresholds`'s own checks (which name unknown keys)."""
+    from evalsuite.schemas import ThresholdsFile, check
+
+    check(ThresholdsFile, data, str(path), "fix the file given to --thresholds")
 
 
 @dataclass(frozen=True)

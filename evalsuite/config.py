@@ -9,6 +9,7 @@ from types import MappingProxyType
 from typing import Any
 
 from evalsuite.errors import UsageError
+from evalsuite.paths import check_name
 
 
 def _frozen(d: Mapping | None) -> Mapping:
@@ -94,6 +95,8 @@ class RunConfig:
             raise UsageError(f"--gpu-memory-utilization must be in (0, 1], got {mem}")
         if self.engine.tensor_parallel_size < 1:
             raise UsageError("--tensor-parallel-size must be >= 1")
+        if self.run_id is not None:
+            check_name(self.run_id, "--run-id")
 
     def to_dict(self) -> dict[str, Any]:
         d = {f.name: getattr(self, f.name) for f in fields(self)}

@@ -17,15 +17,64 @@ def data_dir(explicit: str | os.PathLike | None) -> Path | None:
     return Path(value).expanduser() if value else None
 
 
-def read_jsonl(path: Path) -> Iterator[dict[str, Any]]:
-    """Yields one dict per non-blank line; a malformed line raises UsageError naming it."""
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            if line.strip():
-                try:
-                    yield json.loads(line)
-                except json.JSONDecodeError as e:
-                    raise UsageError(f"{path}:{lineno}: not valid JSON ({e.msg})") from None
+def read_jsonl(path: Path, flag: str = "--data-dir", schema: type | None = None) -> Iterator[dict[str, Any]]:
+    """Yields one JSON object per non-blank line of a UTF-8 file (see :func:`numbered_jsonl`)."""
+    for _, row in numbered_jsonl(path, flag, schema):
+        yield row
+
+
+def numbered_jsonl(path: Path, flag: str = "--data-dir",
+                   schema: type | None = None) -> Iterator[tuple[int, dict[str, Any]]]:
+    """Yields ``(line number, object)`` for each non-blank line of a UTF-8 JSONL file.
+
+    ``schema``: a pydantic model each object must follow (extra keys allowed as the
+    model says). Raises UsageError naming the file, the line and ``flag`` (the
+    option that points at another file) for an unreadable file, a line that is not
+    UTF-8, not JSON (or nested too deeply to read), not an object, or that breaks
+    ``schema``.
+    """
+    from evalsuite.schemas import check
+
+    fix = f"fix the file, or pass another with {flag}"
+    try:
+        f = open(path, "rb")  # noqa: SIM115 -- closed below; bytes, to name the line of a bad byte
+    except OSError as e:
+        raise UsageError(f"cannot read {path}: {e.strerror or e} ({fix})") from None
+    with f:
+        lineno = 0
+        while True:
+            try:
+                raw = f.readline()
+            except OSError as e:
+                raise UsageError(f"cannot read {path}: {e.strerror or e} ({fix})") from None
+            if not raw:
+                return
+            lineno += 1
+            where = f"{path}:{lineno}"
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as e:
+                raise UsageError(f"{where}: not UTF-8 text (byte 0x{raw[e.start]:02x} at column {e.start + 1}); "
+                                 f"{fix}") from None
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise UsageError(f"{where}: not valid JSON ({e.msg} at column {e.colno}); {fix}") from None
+            except RecursionError:
+                raise UsageError(f"{where}: JSON nested too deeply to read; {fix}") from None
+            if not isinstance(row, dict):
+                raise UsageError(f"{where}: a record must be a JSON object, got {_json_type(row)}; {fix}")
+            if schema is not None:
+                check(schema, row, where, fix)
+            yield lineno, row
+
+
+def _json_type(value: Any) -> str:
+    names = {list: "an array", str: "a string", bool: "a boolean", int: "a number", float: "a number",
+             type(None): "null"}
+    return names.get(type(value), type(value).__name__)
 
 
 def require_file(path: Path, flag: str = "--data-dir") -> Path:

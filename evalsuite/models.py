@@ -48,14 +48,16 @@ def resolve_model(spec: str | None, backend: str | None = None) -> ModelRef:
 
     ``None`` or ``"embedded"`` selects the embedded default (converted on first use).
     An existing path is a local model; ``org/name`` that is not a path is a hub id.
-    With the ``openai`` backend any other name is a served model name (checked
-    against the server's ``/v1/models`` by the backend). Raises
-    :class:`UsageError` for a path that does not exist.
+    With a backend that serves models by name (``serves_models_by_name``: the
+    ``openai`` backend) any other name is a served model name (checked against the
+    server's ``/v1/models`` by the backend). Raises :class:`UsageError` for an
+    unknown backend and for a path that does not exist.
     """
+    served = backend is not None and getattr(_backend_factory(backend), "serves_models_by_name", False)
     if spec is None or spec == "embedded":
         return ModelRef(EMBEDDED_NAME, str(embedded_model_dir()), "embedded")
     path = Path(spec).expanduser()
-    if backend == "openai" and not path.exists():
+    if served and not path.exists():
         return ModelRef(spec, spec, "served")
     if path.exists():
         if not (path / "config.json").exists() and not path.suffix == ".gguf":
@@ -64,6 +66,12 @@ def resolve_model(spec: str | None, backend: str | None = None) -> ModelRef:
     if _HUB_ID.match(spec) and not spec.startswith((".", "/", "~")):
         return ModelRef(spec, spec, "hub")
     raise UsageError(f"model path does not exist: {spec}")
+
+
+def _backend_factory(name: str):
+    from evalsuite.registry import backends
+
+    return backends.get(name)
 
 
 def embedded_gguf() -> Path:

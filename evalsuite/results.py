@@ -43,22 +43,52 @@ def write_json_atomic(path: Path, data: dict[str, Any]) -> None:
     os.replace(tmp, path)
 
 
+def record_line(record: SampleRecord) -> str:
+    """``record`` as one JSON line (no newline). Text is kept as UTF-8, except in a
+    record holding a lone surrogate (a server can send ``"\\ud800"``), which cannot
+    be encoded as UTF-8 and is written with ASCII escapes instead: the same JSON.
+    Raises what ``json.dumps`` raises (RecursionError, ValueError for a cycle)."""
+    data = record.to_dict()
+    line = json.dumps(data, default=_json_default, ensure_ascii=False)
+    try:
+        line.encode("utf-8")
+    except UnicodeEncodeError:
+        line = json.dumps(data, default=_json_default, ensure_ascii=True)
+    return line
+
+
 class RunWriter:
     """Writes one run directory. Use as a context manager."""
 
     def __init__(self, run_dir: Path) -> None:
-        self.run_dir = run_dir
-        run_dir.mkdir(parents=True, exist_ok=False)
+        from evalsuite.paths import claim_dir
+
+        self.run_dir = claim_dir(Path(run_dir))  # atomic: one of two runs with one --run-id gets it
         self._samples = open(run_dir / "samples.jsonl", "a", encoding="utf-8")
 
     def write_run(self, data: dict[str, Any]) -> None:
         write_json_atomic(self.run_dir / "run.json", {"schema_version": SCHEMA_VERSION, **data})
 
-    def append(self, records: Iterable[SampleRecord]) -> None:
+    def append(self, records: Iterable[SampleRecord]) -> list[SampleRecord]:
+        """Writes one line per record and flushes; returns the records as written.
+
+        A record that cannot be written as JSON (too deeply nested, circular) is
+        replaced by :func:`evalsuite.guard.writable_record`, which says why in its
+        ``error``: the per-sample guard's ``record`` step.
+        """
+        from evalsuite.guard import writable_record
+
+        written = []
         for record in records:
-            line = json.dumps(record.to_dict(), default=_json_default, ensure_ascii=False)
+            try:
+                line = record_line(record)
+            except Exception as exc:  # noqa: BLE001 -- one sample's failure is data
+                record = writable_record(record, exc)
+                line = record_line(record)
             self._samples.write(line + "\n")
+            written.append(record)
         self._samples.flush()
+        return written
 
     def close(self) -> None:
         self._samples.close()

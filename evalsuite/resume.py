@@ -29,6 +29,7 @@ from typing import Any
 from evalsuite.config import EngineConfig, RunConfig
 from evalsuite.errors import UsageError
 from evalsuite.results import RunWriter
+from evalsuite.schemas import SampleLine
 from evalsuite.types import SampleRecord, Score, Timings
 
 KILL_ENV = "EVALSUITE_TEST_KILL_AT"
@@ -54,31 +55,38 @@ def load_run(run_dir: Path) -> dict[str, Any]:
     Raises UsageError when the directory, its ``run.json`` or its config is missing
     or unreadable.
     """
+    from evalsuite.schemas import RunFile, check, require_mapping
+
     path = Path(run_dir) / "run.json"
     if not Path(run_dir).is_dir():
-        raise UsageError(f"run directory does not exist: {run_dir}")
+        raise UsageError(f"run directory does not exist: {run_dir} (--resume takes a run directory)")
+    fix = "not a run.json that evalsuite wrote; start a new run instead of --resume"
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
-        raise UsageError(f"{run_dir} has no run.json (not an evalsuite run directory)") from None
-    except (OSError, ValueError) as e:
-        raise UsageError(f"cannot read {path}: {e}") from None
-    if not isinstance(data.get("config"), dict):
-        raise UsageError(f"{path} has no config section")
+        raise UsageError(f"{run_dir} has no run.json (not an evalsuite run directory; "
+                         "--resume takes a run directory)") from None
+    except (OSError, ValueError, RecursionError) as e:
+        raise UsageError(f"cannot read {path}: {' '.join(str(e).split())[:200]} ({fix})") from None
+    require_mapping(data, str(path), "run.json", fix)
+    check(RunFile, data, str(path), fix)
     return data
 
 
-def config_from_dict(d: Mapping[str, Any]) -> RunConfig:
+def config_from_dict(d: Mapping[str, Any], source: str = "run.json") -> RunConfig:
     """The :class:`RunConfig` that ``RunConfig.to_dict`` wrote (fields it does not
-    know are ignored, so older run.json files still load)."""
-    from dataclasses import fields
+    know are ignored, so older run.json files still load). Raises UsageError
+    naming ``source`` and the key when a value has the wrong type."""
+    from evalsuite.schemas import RunSettings, check
 
-    known = {f.name for f in fields(RunConfig)}
-    values = {k: v for k, v in d.items() if k in known}
-    engine_known = {f.name for f in fields(EngineConfig)}
-    values["engine"] = EngineConfig(**{k: v for k, v in dict(d.get("engine") or {}).items() if k in engine_known})
-    values["tasks"] = tuple(d.get("tasks") or ())
-    values["output_dir"] = Path(d.get("output_dir") or "results")
+    settings = check(RunSettings, d, f"{source}: config",
+                     "not a run.json that evalsuite wrote; start a new run instead of --resume")
+    values = settings.model_dump()
+    values["engine"] = EngineConfig(**values["engine"])
+    values["tasks"] = tuple(values["tasks"])
+    values["output_dir"] = Path(values["output_dir"])
+    values["backend_args"] = {k: tuple(v) if k == "base_urls" else v
+                              for k, v in values["backend_args"].items() if v is not None}
     return RunConfig(**values)
 
 
@@ -87,7 +95,8 @@ def resume_config(run_dir: Path, cache: bool = True) -> RunConfig:
     from dataclasses import replace
 
     stored = load_run(run_dir)
-    return replace(config_from_dict(stored["config"]), resume=str(run_dir), cache=cache)
+    return replace(config_from_dict(stored["config"], str(Path(run_dir) / "run.json")),
+                   resume=str(run_dir), cache=cache)
 
 
 def record_key(record: Mapping[str, Any]) -> RecordKey:
@@ -97,9 +106,10 @@ def record_key(record: Mapping[str, Any]) -> RecordKey:
 def repair_samples(run_dir: Path) -> list[dict[str, Any]]:
     """The complete, distinct records of ``samples.jsonl``, repairing the file.
 
-    A line counts only if it ends in a newline and parses as a JSON object (a kill
-    during a write leaves a torn last line). Of records sharing ``(task,
-    sample_id, repeat)`` the first is kept. When anything was dropped the file is
+    A line counts only if it ends in a newline and parses as a record
+    (:class:`evalsuite.schemas.SampleLine`; a kill during a write leaves a torn
+    last line); a line that does not is dropped, and its sample generated again.
+    Of records sharing ``(task, sample_id, repeat)`` the first is kept. When anything was dropped the file is
     rewritten (temporary file, then rename), so appends continue on a clean file.
     A missing file means no finished samples.
     """
@@ -115,8 +125,9 @@ def repair_samples(run_dir: Path) -> list[dict[str, Any]]:
     for line in lines[:-1]:
         try:
             record = json.loads(line)
+            SampleLine.model_validate(record)
             key = record_key(record)
-        except (ValueError, KeyError, TypeError):
+        except (ValueError, KeyError, TypeError, RecursionError):  # ValidationError is a ValueError
             continue
         if key in seen:
             continue

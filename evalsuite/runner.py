@@ -19,12 +19,13 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from evalsuite import guard
 from evalsuite import resume as resuming
 from evalsuite.cache import (
     CachedBackend,
-    ResponseCache,
     chat_template_sha256,
     default_path,
+    open_cache,
     run_identity,
 )
 from evalsuite.config import RunConfig
@@ -32,6 +33,7 @@ from evalsuite.errors import UsageError
 from evalsuite.memory import MemoryMonitor, estimate_for_model
 from evalsuite.metrics import accuracy, latency_summary
 from evalsuite.models import ModelRef, model_fingerprint, resolve_model
+from evalsuite.paths import check_output_dir
 from evalsuite.provenance import git_revision, host_description, library_versions
 from evalsuite.registry import backends
 from evalsuite.results import RunWriter, new_run_id
@@ -154,18 +156,21 @@ def open_backend(config: RunConfig, model: ModelRef):
 
 
 def score(task: Task, requests: Sequence[GenerationRequest], generations: Sequence[Generation]) -> list[SampleRecord]:
+    """One record per generation, scored under the per-sample guard
+    (:func:`evalsuite.guard.score_guarded`): a scorer that raises is an error on
+    its sample's record, never an exception here."""
     by_id = {s.id: s for s in task.samples}
     samples = [by_id[r.sample_id] for r in requests]
-    scores = task.score(samples, generations)
+    scored = guard.score_guarded(task, samples, generations)
     return [
         SampleRecord(
             task=task.name, sample_id=r.sample_id, repeat=r.repeat,
             prompt=g.prompt_text if g.prompt_text is not None else _prompt_as_text(r.prompt),
             output=g.text, target=s.target, scores=sc, prompt_tokens=g.prompt_tokens,
             output_tokens=g.output_tokens, finish_reason=g.finish_reason, timings=g.timings,
-            error=g.error, metadata=s.metadata,
+            error=guard.joined(g.error, scoring_error), metadata=s.metadata,
         )
-        for r, g, s, sc in zip(requests, generations, samples, scores)
+        for r, g, s, (sc, scoring_error) in zip(requests, generations, samples, scored)
     ]
 
 
@@ -189,8 +194,7 @@ def generate(task: Task, requests: list[GenerationRequest], backend, writer: Run
             if len(generations) != len(batch):
                 raise RuntimeError(f"backend {backend.name} returned {len(generations)} generations for {len(batch)} requests")
             resuming.kill_point("scoring")
-            batch_records = score(task, batch, generations)
-            writer.append(batch_records)
+            batch_records = writer.append(score(task, batch, generations))
             resuming.kill_point("batch_written")
             records.extend(batch_records)
             bar.update(len(batch))
@@ -233,6 +237,7 @@ def aggregate(task: Task, records: Sequence[SampleRecord], wall_s: float,
     }
     perf = {**performance(records if timed is None else timed, wall_s),
             "requests": len(records), "errors": sum(r.error is not None for r in records),
+            "errors_by_stage": guard.errors_by_stage(records),
             "finish_length": sum(r.finish_reason == "length" for r in records)}
     primary = next((s.name for s in task.scorers if s.primary), task.scorers[0].name if task.scorers else None)
     extras = task.aggregate(records) if task.aggregate else {}
@@ -289,7 +294,7 @@ def cached_backend(config: RunConfig, model: ModelRef, backend=None) -> CachedBa
     files (:func:`evalsuite.cache.run_identity`), so a fully cached run never starts
     the engine; an already open ``backend`` is described by itself instead.
     """
-    cache = ResponseCache(default_path()) if config.cache else None
+    cache = open_cache(default_path()) if config.cache else None
     identity = ""
     if cache is not None and backend is not None:
         d = backend.describe()
@@ -321,6 +326,9 @@ def run(config: RunConfig, progress: bool = True, announce=None, backend=None) -
     previous: dict[str, Any] = resuming.load_run(Path(config.resume)) if config.resume else {}
     if previous.get("status") == "complete":
         return RunResult(Path(config.resume), previous.get("metrics") or {}, config.limit, previous.get("memory"))
+    backends.get(config.backend)  # an unknown backend is named ("did you mean") before the model is looked for
+    if not config.resume:
+        check_output_dir(config.output_dir)
     model = resolve_model(config.model, config.backend)
     tasks = load_tasks(config, model)
     backend_kwargs(config)  # fail on a bad backend flag before anything is written
@@ -343,8 +351,8 @@ def run(config: RunConfig, progress: bool = True, announce=None, backend=None) -
         header["resumed_at"] = [*previous.get("resumed_at", []), time.time()]
     kept = {resuming.record_key(d): resuming.record_from_dict(d) for d in resuming.repair_samples(run_dir)}
     owned = backend is None
+    cached = cached_backend(config, model, backend)  # a cache that cannot be used stops the run here
     monitor = MemoryMonitor().start()  # the baseline is read before any model loads
-    cached = cached_backend(config, model, backend)
 
     def watch(inner) -> None:
         if hasattr(inner, "kv_cache_usage"):

@@ -93,11 +93,17 @@ def _mapping(where: str, value: Any) -> dict[str, Any]:
     return value
 
 
-def _engine(where: str, base: Mapping[str, Any], override: Mapping[str, Any]) -> EngineConfig:
-    _check_keys(where, override, _ENGINE_KEYS)
+FIX = "fix the suite file given to --suite"
+
+
+def _engine(path: Path, where: str, base: Mapping[str, Any], override: Mapping[str, Any]) -> EngineConfig:
+    from evalsuite.schemas import EngineSettings, check
+
+    _check_keys(f"{path}: {where}", override, _ENGINE_KEYS)
     merged = {**base, **override}
-    merged["extra"] = {**dict(base.get("extra") or {}), **dict(override.get("extra") or {})}
-    return EngineConfig(**merged)
+    merged["extra"] = {**_mapping(f"{path}: engine.extra", base.get("extra")),
+                       **_mapping(f"{path}: {where}.extra", override.get("extra"))}
+    return EngineConfig(**check(EngineSettings, merged, str(path), FIX, at=where).model_dump())
 
 
 def _read_yaml(path: Path) -> dict[str, Any]:
@@ -109,6 +115,13 @@ def _read_yaml(path: Path) -> dict[str, Any]:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as err:
         raise UsageError(f"{path}: not valid YAML ({str(err).splitlines()[0]})") from None
+    except UnicodeDecodeError as err:
+        raise UsageError(f"{path}: not UTF-8 text (byte 0x{err.object[err.start]:02x} at offset {err.start}); "
+                         f"{FIX}") from None
+    except RecursionError:
+        raise UsageError(f"{path}: nested too deeply to read; {FIX}") from None
+    except OSError as err:
+        raise UsageError(f"cannot read the suite file {path}: {err.strerror or err}") from None
     if not isinstance(data, dict):
         raise UsageError(f"{path}: a suite is a mapping with a 'tasks' list")
     return data
@@ -121,73 +134,83 @@ def read_suite(path: str | Path, overrides: Mapping[str, Any] | None = None) -> 
     ``data_dir``, ``backend``) or every entry's ``limit`` (``limit``); ``None``
     values are ignored. Output paths are not set here: :func:`run_suite` does that.
 
-    Raises UsageError for a missing or malformed file, an unknown key (with a
-    "did you mean"), an unknown task that is not ``optional``, duplicate entry
-    ids, or a setting RunConfig rejects.
+    Every value is checked against :mod:`evalsuite.schemas` (``SuiteFile``,
+    ``TaskEntry``, ``EngineSettings``). Raises UsageError naming the file and key
+    for a missing or malformed file, an unknown key (with a "did you mean"), a
+    value of the wrong type or range, an unknown backend, an unknown task that is
+    not ``optional``, an entry id that is not a plain name, or duplicate entry ids.
     """
+    from evalsuite.paths import check_name
+    from evalsuite.registry import backends
     from evalsuite.registry import tasks as task_registry
+    from evalsuite.schemas import SuiteFile, TaskEntry, check
 
     path = Path(path)
     data = _read_yaml(path)
     _check_keys(str(path), data, _SUITE_KEYS)
+    suite = check(SuiteFile, data, str(path), FIX)
     over = {k: v for k, v in (overrides or {}).items() if v is not None}
-    entries = data.get("tasks")
-    if not isinstance(entries, list) or not entries:
+    if not isinstance(suite.tasks, list) or not suite.tasks:
         raise UsageError(f"{path}: 'tasks' must be a non-empty list of task entries")
-    defaults = _mapping(f"{path}: defaults", data.get("defaults"))
+    defaults = _mapping(f"{path}: defaults", suite.defaults)
     _check_keys(f"{path}: defaults", defaults, _ENTRY_KEYS - {"name", "id", "optional"})
-    engine_base = _mapping(f"{path}: engine", data.get("engine"))
+    check(TaskEntry, defaults, str(path), FIX, at="defaults")
+    engine_base = _mapping(f"{path}: engine", suite.engine)
     _check_keys(f"{path}: engine", engine_base, _ENGINE_KEYS)
+    _engine(path, "engine", {}, engine_base)
+    backend = over.get("backend", suite.backend)
+    backends.get(backend)  # an unknown backend: "did you mean"
+    backend_args = suite.backend_args.model_dump(exclude_none=True) if suite.backend_args else {}
 
     known = set(task_registry.names())
     configs: list[RunConfig] = []
     skipped: list[str] = []
     seen: set[str] = set()
-    for i, raw in enumerate(entries):
+    for i, raw in enumerate(suite.tasks):
         if isinstance(raw, str):
             raw = {"name": raw}
         where = f"{path}: tasks[{i}]"
         raw = _mapping(where, raw)
         _check_keys(where, raw, _ENTRY_KEYS)
-        entry = {**defaults, **raw}
-        name = entry.get("name")
+        entry = check(TaskEntry, {**defaults, **raw}, str(path), FIX, at=f"tasks[{i}]")
+        name = entry.name
         if not name:
             raise UsageError(f"{where}: every task entry needs a 'name'")
         if name not in known:
-            if entry.get("optional"):
+            if entry.optional:
                 skipped.append(name)
                 continue
             task_registry.get(name)  # raises with "did you mean"
-        entry_id = str(entry.get("id") or name)
+        entry_id = check_name(entry.id if entry.id is not None else name, f"{where}: id")
         if entry_id in seen:
             raise UsageError(f"{where}: duplicate entry id '{entry_id}' (give each entry its own 'id')")
         seen.add(entry_id)
-        args = _mapping(f"{where}: args", entry.get("args"))
+        args = entry.args or {}
         configs.append(RunConfig(
             tasks=(name,),
-            model=over.get("model", data.get("model")),
-            backend=over.get("backend", data.get("backend", "vllm")),
-            limit=over.get("limit", entry.get("limit")),
-            num_fewshot=entry.get("num_fewshot"),
-            data_dir=over.get("data_dir", data.get("data_dir")),
-            max_tokens=entry.get("max_tokens"),
-            temperature=entry.get("temperature"),
-            top_p=entry.get("top_p"),
-            seed=entry.get("seed", data.get("seed", 0)),
-            system_prompt=entry.get("system_prompt"),
-            batch_size=data.get("batch_size", 256),
+            model=over.get("model", suite.model),
+            backend=backend,
+            limit=over.get("limit", entry.limit),
+            num_fewshot=entry.num_fewshot,
+            data_dir=over.get("data_dir", suite.data_dir),
+            max_tokens=entry.max_tokens,
+            temperature=entry.temperature,
+            top_p=entry.top_p,
+            seed=entry.seed if entry.seed is not None else suite.seed,
+            system_prompt=entry.system_prompt,
+            batch_size=suite.batch_size,
             run_id=entry_id,
-            engine=_engine(f"{where}: engine", engine_base, _mapping(f"{where}: engine", entry.get("engine"))),
+            engine=_engine(path, f"tasks[{i}].engine", engine_base, _mapping(f"{where}: engine", entry.engine)),
             task_args={name: args} if args else {},
-            num_samples=entry.get("num_samples"),
-            allow_unsandboxed=bool(entry.get("allow_unsandboxed", False)),
-            backend_args=_mapping(f"{path}: backend_args", data.get("backend_args")),
-            max_error_rate=data.get("max_error_rate"),
+            num_samples=entry.num_samples,
+            allow_unsandboxed=entry.allow_unsandboxed,
+            backend_args={k: tuple(v) if k == "base_urls" else v for k, v in backend_args.items()},
+            max_error_rate=suite.max_error_rate,
         ))
     if not configs:
         raise UsageError(f"{path}: none of the suite's tasks is installed (skipped: {', '.join(skipped)})")
-    return Suite(name=str(data.get("name") or path.stem), path=path, configs=tuple(configs),
-                 skipped=tuple(skipped), description=str(data.get("description") or ""))
+    return Suite(name=str(suite.name or path.stem), path=path, configs=tuple(configs),
+                 skipped=tuple(skipped), description=str(suite.description or ""))
 
 
 def load_suite(path: str | Path) -> list[RunConfig]:
@@ -235,6 +258,7 @@ def run_suite(path: str | Path, args: Any, backend: Any = None) -> int:
     """
     from evalsuite.cli import error_exit_code, format_summary
     from evalsuite.models import resolve_model
+    from evalsuite.paths import check_name, check_output_dir, claim_dir
     from evalsuite.results import new_run_id, write_json_atomic
     from evalsuite.runner import load_tasks, open_backend, run
 
@@ -242,16 +266,18 @@ def run_suite(path: str | Path, args: Any, backend: Any = None) -> int:
                               "limit": getattr(args, "limit", None)})
     for name in suite.skipped:
         print(f"evalsuite: suite {suite.name}: task '{name}' is not installed; skipped", file=sys.stderr)
-    first_model = resolve_model(suite.configs[0].model)
-    suite_id = getattr(args, "run_id", None) or new_run_id(f"{suite.name}-{first_model.name}")
-    suite_dir = Path(getattr(args, "output_dir", None) or "results") / suite_id
+    output_dir = check_output_dir(getattr(args, "output_dir", None) or "results")
+    run_id = getattr(args, "run_id", None)
+    first_model = resolve_model(suite.configs[0].model, suite.configs[0].backend)
+    suite_id = check_name(run_id, "--run-id") if run_id is not None else new_run_id(f"{suite.name}-{first_model.name}")
+    suite_dir = output_dir / suite_id
     if suite_dir.exists():
         raise UsageError(f"suite directory already exists: {suite_dir} (choose another --run-id)")
     cache = not getattr(args, "no_cache", False)
     configs = [replace(c, output_dir=suite_dir, cache=cache) for c in suite.configs]
     for config in configs:  # every entry's data and arguments are checked before any engine starts
-        load_tasks(config, resolve_model(config.model))
-    suite_dir.mkdir(parents=True)
+        load_tasks(config, resolve_model(config.model, config.backend))
+    claim_dir(suite_dir, "suite directory")
     text = suite.path.read_bytes()
     header = {"schema_version": 1, "suite": suite.name, "description": suite.description,
               "file": str(suite.path), "sha256": hashlib.sha256(text).hexdigest(),
@@ -267,7 +293,8 @@ def run_suite(path: str | Path, args: Any, backend: Any = None) -> int:
         groups.setdefault(engine_group(config), []).append(config)
     try:
         for group in groups.values():
-            shared = backend if backend is not None else open_backend(group[0], resolve_model(group[0].model))
+            shared = backend if backend is not None else open_backend(
+                group[0], resolve_model(group[0].model, group[0].backend))
             try:
                 for config in group:
                     result = run(config, progress=progress, announce=announce, backend=shared)

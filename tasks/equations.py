@@ -35,13 +35,14 @@ rates of right / wrong / no-answer / unverifiable verdicts and timeouts.
 from __future__ import annotations
 
 import atexit
-import json
 import random
 from collections.abc import Sequence
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict
 
 from evalsuite.errors import UsageError
 from evalsuite.metrics import accuracy
@@ -359,51 +360,54 @@ def spec_of(sample: Sample):
 # ---------------------------------------------------------------------------
 # User problems
 
+class UserProblem(BaseModel):
+    """One line of a user problem file (format in the module docstring)."""
+
+    model_config = ConfigDict(strict=True, extra="forbid")
+
+    equation: str | list[str]
+    solutions: list[str | int | float | list[str | int | float]]
+    variables: str | list[str] = ["x"]
+    domain: Literal["real", "complex"] = "complex"
+    multiplicity: bool = False
+    id: str | int | None = None
+    family: str = "user"
+
+
 def load_problems(path: str | Path) -> list[Problem]:
     """Problems from a JSONL file (format in the module docstring).
 
-    Equations and solutions are checked with the restricted grammar at load;
-    any problem raises UsageError naming the file and line.
+    Each line is checked against :class:`UserProblem`, then its equations and
+    solutions with the restricted grammar; any problem raises UsageError naming
+    the file and line.
     """
-    from evalsuite.data import require_file
+    from evalsuite.data import numbered_jsonl, require_file
     from evalsuite.scoring.equations import CapExceeded, ParseError, parse_equation, parse_value
 
-    path = require_file(Path(path), "--task-arg equations.data_file")
+    flag = "--task-arg equations.data_file"
+    path = require_file(Path(path), flag)
     problems = []
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            where = f"{path}:{lineno}"
-            try:
-                doc = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise UsageError(f"{where}: not valid JSON ({e.msg})") from None
-            if not isinstance(doc, dict) or "equation" not in doc or "solutions" not in doc:
-                raise UsageError(f"{where}: needs 'equation' and 'solutions'")
-            eqs = doc["equation"] if isinstance(doc["equation"], list) else [doc["equation"]]
-            variables = doc.get("variables", ["x"])
-            variables = [variables] if isinstance(variables, str) else list(variables)
-            domain = doc.get("domain", "complex")
-            if domain not in ("real", "complex"):
-                raise UsageError(f"{where}: domain must be 'real' or 'complex', got {domain!r}")
-            sols = []
-            for s in doc["solutions"]:
-                values = [str(v) for v in s] if isinstance(s, list) else [str(s)]
-                if len(values) != len(variables):
-                    raise UsageError(f"{where}: solution {s!r} has {len(values)} values for {len(variables)} variables")
-                sols.append(tuple(values))
-            try:
-                for e in eqs:
-                    parse_equation(str(e), variables)
-                for s in sols:
-                    for v in s:
-                        parse_value(v)
-            except (ParseError, CapExceeded) as e:
-                raise UsageError(f"{where}: {e}") from None
-            problems.append(Problem(str(doc.get("id", f"user-{lineno}")), str(doc.get("family", "user")),
-                                    tuple(map(str, eqs)), tuple(variables), tuple(sols), domain,
-                                    bool(doc.get("multiplicity", False))))
+    for lineno, row in numbered_jsonl(path, flag, schema=UserProblem):
+        where = f"{path}:{lineno}"
+        doc = UserProblem.model_validate(row)
+        eqs = doc.equation if isinstance(doc.equation, list) else [doc.equation]
+        variables = [doc.variables] if isinstance(doc.variables, str) else list(doc.variables)
+        sols = []
+        for s in doc.solutions:
+            values = [str(v) for v in s] if isinstance(s, list) else [str(s)]
+            if len(values) != len(variables):
+                raise UsageError(f"{where}: solution {s!r} has {len(values)} values for {len(variables)} variables")
+            sols.append(tuple(values))
+        try:
+            for e in eqs:
+                parse_equation(e, variables)
+            for s in sols:
+                for v in s:
+                    parse_value(v)
+        except (ParseError, CapExceeded) as e:
+            raise UsageError(f"{where}: {e}") from None
+        problems.append(Problem(str(doc.id) if doc.id is not None else f"user-{lineno}", doc.family,
+                                tuple(eqs), tuple(variables), tuple(sols), doc.domain, doc.multiplicity))
     return problems
 
 

@@ -34,6 +34,8 @@ import re
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
 
+from pydantic import BaseModel, ConfigDict, field_validator
+
 from evalsuite.data import data_dir as resolve_data_dir
 from evalsuite.data import read_jsonl, require_file
 from evalsuite.errors import UsageError
@@ -172,10 +174,30 @@ def _metadata(doc: dict, extraction: str) -> dict:
     return {"question": doc["question"]}
 
 
+class Record(BaseModel):
+    """A line of GSM8K's ``{train,test}.jsonl``: the problem and its worked solution,
+    which ends in ``#### N`` with N a number."""
+
+    model_config = ConfigDict(strict=True, extra="allow")
+
+    question: str
+    answer: str
+
+    @field_validator("answer")
+    @classmethod
+    def _ends_in_a_number(cls, answer: str) -> str:
+        gold_answer(answer)  # ValueError names what is missing
+        return answer
+
+
 def _load_split(split: str, folder: Path | None) -> tuple[list[dict], Path | None]:
     if folder is not None:
         path = require_file(folder / "gsm8k" / f"{split}.jsonl")
-        return list(read_jsonl(path)), path
+        docs = list(read_jsonl(path, schema=Record))
+        if not docs:
+            raise UsageError(f"{path}: no records (an empty file); point --data-dir (or EVALSUITE_DATA_DIR) "
+                             "at a folder whose gsm8k/ holds the dataset")
+        return docs, path
     try:
         import datasets
 

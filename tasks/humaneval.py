@@ -69,7 +69,15 @@ def load_problems(path: Path) -> list[dict[str, Any]]:
     repeated ``task_id``.
     """
     if not path.is_file():
-        raise UsageError(f"data file not found: {path}")
+        raise UsageError(f"data file not found: {path} (pass --task-arg humaneval.data_file=PATH)")
+    try:
+        return _read_problems(path)
+    except (OSError, EOFError, UnicodeDecodeError) as e:  # unreadable, not gzip, truncated, not UTF-8
+        raise UsageError(f"cannot read {path}: {type(e).__name__}: {' '.join(str(e).split())[:200]} "
+                         "(fix the file, or pass another with --task-arg humaneval.data_file)") from None
+
+
+def _read_problems(path: Path) -> list[dict[str, Any]]:
     opener = gzip.open if path.suffix == ".gz" else open
     problems, seen = [], set()
     with opener(path, "rt", encoding="utf-8") as f:
@@ -80,10 +88,15 @@ def load_problems(path: Path) -> list[dict[str, Any]]:
                 doc = json.loads(line)
             except json.JSONDecodeError as e:
                 raise UsageError(f"{path}:{lineno}: not valid JSON ({e.msg})") from None
+            except RecursionError:
+                raise UsageError(f"{path}:{lineno}: JSON nested too deeply to read") from None
+            if not isinstance(doc, dict):
+                raise UsageError(f"{path}:{lineno}: a problem must be a JSON object, got {type(doc).__name__}")
             missing = [k for k in REQUIRED_FIELDS if not isinstance(doc.get(k), str)]
             if missing:
                 raise UsageError(f"{path}:{lineno}: missing field {missing[0]!r} (needs {', '.join(REQUIRED_FIELDS)})")
-            doc.setdefault("task_id", f"{path.name.split('.')[0]}/{len(problems)}")
+            if not isinstance(doc.setdefault("task_id", f"{path.name.split('.')[0]}/{len(problems)}"), str):
+                raise UsageError(f"{path}:{lineno}: task_id must be a string, got {doc['task_id']!r}")
             if doc["task_id"] in seen:
                 raise UsageError(f"{path}:{lineno}: task_id {doc['task_id']!r} appears twice")
             seen.add(doc["task_id"])

@@ -328,7 +328,7 @@ def test_user_file_problems(tmp_path):
 
 @pytest.mark.parametrize("line, message", [
     ('{"equation": "x = = 2", "solutions": ["2"]}', "exactly one"),
-    ('{"equation": "x = 2"}', "needs 'equation' and 'solutions'"),
+    ('{"equation": "x = 2"}', "bad.jsonl:1: missing key 'solutions'"),
     ('{"equation": "x + y = 2", "variables": ["x", "y"], "solutions": ["2"]}', "1 values for 2 variables"),
     ("not json", "not valid JSON"),
 ])

@@ -67,7 +67,7 @@ def test_overrides_replace_model_and_every_limit(tmp_path):
     ("tasks: [{name: gsm8k, temprature: 1}]\n", "did you mean 'temperature'"),
     ("tasks: [gsm8]\n", "unknown task 'gsm8' \\(did you mean 'gsm8k'\\?\\)"),
     ("tasks: [gsm8k, gsm8k]\n", "duplicate entry id 'gsm8k'"),
-    ("tasks: [{name: gsm8k, limit: 0}]\n", "--limit must be a positive integer"),
+    ("tasks: [{name: gsm8k, limit: 0}]\n", r"tasks\[0\]\.limit: should be greater than or equal to 1, got 0"),
     ("tasks: [{name: gsm8k, engine: {tensor_paralel_size: 2}}]\n", "unknown key 'tensor_paralel_size'"),
     ("tasks: [gsm8k\n", "not valid YAML"),
     ("- gsm8k\n", "a suite is a mapping"),

@@ -147,14 +147,80 @@ class _Stream:
     timings: Timings
 
 
+class MalformedReply(ValueError):
+    """A server reply that does not follow the OpenAI API's shape."""
+
+
 def parse_sse_line(line: str) -> dict[str, Any] | None:
-    """One ``data: {...}`` event as a dict; None for other lines and ``[DONE]``."""
+    """One ``data: {...}`` event as a dict; None for other lines and ``[DONE]``.
+
+    Raises :class:`MalformedReply` when the data is not a JSON object (not JSON,
+    nested too deeply to read, or another JSON value such as ``[1,2,3]``).
+    """
     if not line.startswith("data:"):
         return None
     data = line[5:].strip()
     if not data or data == "[DONE]":
         return None
-    return json.loads(data)
+    try:
+        event = json.loads(data)
+    except ValueError as e:
+        raise MalformedReply(f"not JSON ({e})") from None
+    except RecursionError:
+        raise MalformedReply("JSON nested too deeply to read") from None
+    if not isinstance(event, dict):
+        raise MalformedReply(f"a JSON {type(event).__name__}, not an object")
+    return event
+
+
+@dataclass(frozen=True)
+class EventPart:
+    """What one stream event adds: text, and the finish reason and usage if it says them."""
+
+    text: str
+    finish_reason: str | None
+    prompt_tokens: int | None
+    completion_tokens: int | None
+    has_usage: bool
+
+
+def read_event(event: Mapping[str, Any], chat: bool) -> EventPart:
+    """The content of one parsed event (:func:`parse_sse_line`) of a streamed
+    completion: ``choices[].delta.content`` (chat) or ``choices[].text``, the last
+    ``finish_reason`` and ``usage``. Raises :class:`MalformedReply` when the event
+    does not follow :class:`evalsuite.schemas.StreamEvent`.
+    """
+    from pydantic import ValidationError
+
+    from evalsuite.schemas import StreamEvent, first_problem
+
+    try:
+        parsed = StreamEvent.model_validate(event)
+    except ValidationError as e:
+        raise MalformedReply(first_problem(e)) from None
+    pieces: list[str] = []
+    finish = None
+    for choice in parsed.choices or ():
+        piece = (choice.delta.content if choice.delta is not None else None) if chat else choice.text
+        if piece:
+            pieces.append(piece)
+        finish = choice.finish_reason or finish
+    usage = parsed.usage
+    return EventPart("".join(pieces), finish, usage.prompt_tokens if usage else None,
+                     usage.completion_tokens if usage else None, usage is not None)
+
+
+def served_model_ids(payload: Any) -> list[str]:
+    """The model ids of a ``GET /v1/models`` reply; raises :class:`MalformedReply`
+    unless it follows :class:`evalsuite.schemas.ModelList` (``{"data": [{"id": str}]}``)."""
+    from pydantic import ValidationError
+
+    from evalsuite.schemas import ModelList, first_problem
+
+    try:
+        return [m.id for m in ModelList.model_validate(payload).data]
+    except ValidationError as e:
+        raise MalformedReply(f"unexpected /models reply: {first_problem(e)}") from None
 
 
 @backends.register("openai")
@@ -178,6 +244,7 @@ class OpenAIBackend:
     """
 
     name = "openai"
+    serves_models_by_name = True  # --model may name a served model: no local path needed
 
     def __init__(
         self,
@@ -224,8 +291,12 @@ class OpenAIBackend:
             try:
                 response = httpx.get(f"{url}/models", headers=self._headers, timeout=min(30.0, self.request_timeout))
                 response.raise_for_status()
-                served[url] = [m["id"] for m in response.json()["data"]]
-            except (httpx.HTTPError, ValueError, KeyError) as e:
+                try:
+                    payload = response.json()
+                except RecursionError:
+                    raise MalformedReply("JSON nested too deeply to read") from None
+                served[url] = served_model_ids(payload)
+            except (httpx.HTTPError, ValueError) as e:  # MalformedReply and JSON errors are ValueErrors
                 failures.append(f"{url}: {type(e).__name__}: {e}")
         if not served:
             raise UsageError("no endpoint answered GET /models (is the server up?): " + "; ".join(failures))
@@ -285,6 +356,9 @@ class OpenAIBackend:
                     reason, retry_after = f"{type(e).__name__}: {e} from {replica.url}", None
                 except _Retryable as e:
                     reason, retry_after = f"{e} from {replica.url}", e.retry_after_s
+                except Exception as e:  # noqa: BLE001 -- whatever a server sends, a failed request is data
+                    return _failed(prompt_text, f"{type(e).__name__}: {' '.join(str(e).split())[:300]} "
+                                                f"from {replica.url}")
                 finally:
                     replica.in_flight -= 1
                 replica.failed += 1
@@ -315,19 +389,19 @@ class OpenAIBackend:
                     break
                 try:
                     event = parse_sse_line(line)
-                except ValueError as e:
+                    if event is not None and "error" in event:
+                        raise _Fatal(f"server error in the stream: {_shown_json(event['error'])}")
+                    part = read_event(event, chat) if event is not None else None
+                except MalformedReply as e:
                     raise _Fatal(f"malformed event in the response stream: {line[:200]!r} ({e})") from None
-                if event is None:
+                if part is None:
                     continue
-                if "error" in event:
-                    raise _Fatal(f"server error in the stream: {json.dumps(event['error'])[:300]}")
-                for choice in event.get("choices") or ():
-                    piece = (choice.get("delta") or {}).get("content") if chat else choice.get("text")
-                    if piece:
-                        arrivals.append(time.perf_counter())
-                        parts.append(piece)
-                    finish = choice.get("finish_reason") or finish
-                usage = event.get("usage") or usage
+                if part.text:
+                    arrivals.append(time.perf_counter())
+                    parts.append(part.text)
+                finish = part.finish_reason or finish
+                if part.has_usage:
+                    usage = {"prompt_tokens": part.prompt_tokens, "completion_tokens": part.completion_tokens}
         if not done and finish is None:
             raise _Retryable("the response stream ended before the model finished")
         end = arrivals[-1] if arrivals else time.perf_counter()
@@ -360,6 +434,13 @@ class OpenAIBackend:
 
     def close(self) -> None:
         """Nothing to release: each ``generate`` call opens and closes its own client."""
+
+
+def _shown_json(value: Any) -> str:
+    try:
+        return json.dumps(value)[:300]
+    except (TypeError, ValueError, RecursionError):
+        return repr(value)[:300]
 
 
 def _failed(prompt_text: str | None, reason: str) -> Generation:
