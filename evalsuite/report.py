@@ -576,13 +576,18 @@ def write_report(refs: Sequence[str | Path], name: str | None = None, output_dir
     """Loads runs, builds the report and writes ``<output_dir>/<name>/``: ``report.md``,
     ``report.html`` and one PNG per figure. Returns the report folder.
 
-    Raises UsageError for a run reference that holds no run.
+    Raises UsageError for a run reference that holds no run, a ``name`` that is a
+    path, or an ``output_dir`` that cannot be a writable directory.
     """
+    from evalsuite.paths import check_name, check_output_dir, make_dir
+
+    check_output_dir(output_dir)
+    if name is not None:
+        check_name(name, "--name")
     runs = [load_run(ref, results_dir) for ref in refs]
     name = name or default_name(runs)
     report = build_report(runs, name)
-    folder = Path(output_dir) / name
-    folder.mkdir(parents=True, exist_ok=True)
+    folder = make_dir(Path(output_dir) / name)
     for f in report.figures:
         (folder / f.name).write_bytes(f.png)
     (folder / "report.md").write_text(report.markdown(), encoding="utf-8")

@@ -294,16 +294,19 @@ def load_cases(path: Path) -> list[Sample]:
     gold object that breaks its own schema, or a repeated id.
     """
     samples, seen = [], set()
-    for n, row in enumerate(read_jsonl(path), 1):
+    for n, row in enumerate(read_jsonl(path, flag="--task-arg json_extraction.data_file"), 1):
         where = f"{path}: case {n}"
         if not isinstance(row, dict) or not {"text", "schema", "gold"} <= set(row):
             raise UsageError(f"{where}: needs the fields text, schema and gold")
         if not isinstance(row["text"], str) or not isinstance(row["schema"], dict):
             raise UsageError(f"{where}: text must be a string and schema an object")
-        problem = jf.check_schema(row["schema"])
+        try:
+            problem = jf.check_schema(row["schema"])
+            errors = [] if problem else jf.schema_errors(row["gold"], row["schema"])
+        except RecursionError:
+            raise UsageError(f"{where}: schema or gold nested too deeply to check") from None
         if problem:
             raise UsageError(f"{where}: schema is not valid Draft 2020-12 ({problem})")
-        errors = jf.schema_errors(row["gold"], row["schema"])
         if errors:
             raise UsageError(f"{where}: gold does not follow its schema ({errors[0]})")
         case_id = str(row.get("id", f"case-{n}"))

@@ -11,7 +11,14 @@ the prompt text (the user messages joined, or the plain prompt):
 
 - ``--fail MARKER``: answer HTTP 500 every time;
 - ``--slow MARKER``: wait ``--slow-seconds`` before answering;
-- ``--word-delay S``: pause between streamed words (keeps requests in flight).
+- ``--word-delay S``: pause between streamed words (keeps requests in flight);
+- ``--reply MARKER FILE``: answer with the text of FILE (UTF-8) in one event,
+  instead of :func:`reply_for` (hostile outputs: 100,000-deep JSON ...);
+- ``--event MARKER DATA``: send ``data: DATA`` (raw, e.g. ``[1,2,3]``) as the
+  first event of the stream, then the normal reply.
+
+``--models-json JSON`` replaces the body of ``GET /v1/models`` (odd shapes: a
+list, a string ``data``, an integer ``id``).
 """
 
 from __future__ import annotations
@@ -22,6 +29,7 @@ import sys
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 
 
 def prompt_text(body: dict) -> str:
@@ -43,7 +51,9 @@ def make_handler(args: argparse.Namespace, stats: dict, lock: threading.Lock):
             pass
 
         def _json(self, status: int, payload: dict) -> None:
-            data = json.dumps(payload).encode()
+            self._raw(status, json.dumps(payload).encode())
+
+        def _raw(self, status: int, data: bytes) -> None:
             self.send_response(status)
             self.send_header("Content-Type", "application/json")
             self.send_header("Content-Length", str(len(data)))
@@ -51,7 +61,9 @@ def make_handler(args: argparse.Namespace, stats: dict, lock: threading.Lock):
             self.wfile.write(data)
 
         def do_GET(self) -> None:
-            if self.path == "/v1/models":
+            if self.path == "/v1/models" and args.models_json is not None:
+                self._raw(200, args.models_json.encode())
+            elif self.path == "/v1/models":
                 self._json(200, {"object": "list", "data": [{"id": args.model_id, "object": "model"}]})
             elif self.path == "/stats":
                 with lock:
@@ -71,11 +83,15 @@ def make_handler(args: argparse.Namespace, stats: dict, lock: threading.Lock):
                 return self._json(500, {"error": {"message": "injected failure"}})
             if any(m in text for m in args.slow):
                 time.sleep(args.slow_seconds)
-            words = reply_for(text).split(" ")
+            replies = [Path(f).read_text(encoding="utf-8") for m, f in args.reply if m in text]
+            words = [replies[0]] if replies else reply_for(text).split(" ")
             try:
                 self.send_response(200)
                 self.send_header("Content-Type", "text/event-stream")
                 self.end_headers()
+                for marker, data in args.event:
+                    if marker in text:
+                        self.wfile.write(b"data: " + data.encode() + b"\n\n")
                 for i, word in enumerate(words):
                     piece = word if i == 0 else " " + word
                     choice = {"index": 0, "delta": {"content": piece}} if chat else {"index": 0, "text": piece}
@@ -107,6 +123,9 @@ def main(argv=None) -> int:
     parser.add_argument("--slow", action="append", default=[])
     parser.add_argument("--slow-seconds", type=float, default=5.0)
     parser.add_argument("--word-delay", type=float, default=0.0)
+    parser.add_argument("--reply", nargs=2, action="append", default=[], metavar=("MARKER", "FILE"))
+    parser.add_argument("--event", nargs=2, action="append", default=[], metavar=("MARKER", "DATA"))
+    parser.add_argument("--models-json", default=None)
     args = parser.parse_args(argv)
     stats: dict = {"attempts": {}, "served": 0}
     server = ThreadingHTTPServer(("127.0.0.1", args.port), make_handler(args, stats, threading.Lock()))

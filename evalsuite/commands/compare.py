@@ -16,7 +16,8 @@ def add_parser(subparsers) -> None:
     p.add_argument("base", metavar="BASE", help="baseline run or suite directory (or run id)")
     p.add_argument("cand", metavar="CAND", help="candidate run or suite directory (or run id)")
     p.add_argument("--thresholds", type=Path, default=None,
-                   help="thresholds YAML (default: built-in limits, as in thresholds/default.yaml)")
+                   help="thresholds YAML (default: built-in limits, as in thresholds/default.yaml: accuracy "
+                        "drop > 0.02 with p < 0.05, latency (e2e_ms_p95) increase > 50%%, memory increase > 10%%)")
     p.add_argument("--output-dir", type=Path, default=None,
                    help="folder for compare.json and compare.md (default: reports/compare_BASE_vs_CAND)")
     p.add_argument("--results-dir", type=Path, default=Path("results"))

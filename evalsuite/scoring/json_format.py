@@ -52,6 +52,40 @@ class NonFiniteNumberError(ValueError):
     """``NaN``, ``Infinity`` or ``-Infinity``: accepted by Python's json, not JSON."""
 
 
+class NestingError(ValueError):
+    """Arrays and objects nested deeper than :data:`MAX_DEPTH`."""
+
+
+MAX_DEPTH = 100
+"""Deepest nesting of arrays and objects read (RFC 8259 §9: "An implementation may
+set limits on the maximum depth of nesting"). Deeper text is invalid output: every
+later step (schema validation, field comparison) recurses once or more per level,
+and a model's answer has no use for 100 levels."""
+
+
+def nesting_depth(text: str) -> int:
+    """The deepest nesting of ``[``/``{`` in ``text``, brackets inside JSON strings
+    not counted; linear in the length of ``text``, with no recursion."""
+    depth = deepest = 0
+    in_string = escaped = False
+    for ch in text:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif ch == "\\":
+                escaped = True
+            elif ch == '"':
+                in_string = False
+        elif ch == '"':
+            in_string = True
+        elif ch in "[{":
+            depth += 1
+            deepest = max(deepest, depth)
+        elif ch in "]}":
+            depth = max(0, depth - 1)
+    return deepest
+
+
 @dataclass(frozen=True)
 class Parsed:
     """The outcome of a parse.
@@ -81,11 +115,16 @@ def _reject_constant(name: str) -> Any:
 
 
 def loads(text: str) -> Any:
-    """``json.loads`` that rejects duplicate keys and NaN/Infinity.
+    """``json.loads`` that rejects duplicate keys, NaN/Infinity and nesting deeper
+    than :data:`MAX_DEPTH`.
 
-    Raises ``json.JSONDecodeError`` (syntax), :class:`DuplicateKeyError` or
-    :class:`NonFiniteNumberError`; all are ``ValueError``.
+    Raises ``json.JSONDecodeError`` (syntax), :class:`DuplicateKeyError`,
+    :class:`NonFiniteNumberError` or :class:`NestingError`; all are ``ValueError``.
     """
+    # Fewer brackets than the limit cannot nest past it: counting is C-fast, scanning is not.
+    depth = nesting_depth(text) if text.count("[") + text.count("{") > MAX_DEPTH else 0
+    if depth > MAX_DEPTH:
+        raise NestingError(f"nested {depth} levels deep (more than {MAX_DEPTH})")
     return json.loads(text, object_pairs_hook=_reject_duplicates, parse_constant=_reject_constant)
 
 
