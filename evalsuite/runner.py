@@ -339,19 +339,15 @@ def run(config: RunConfig, progress: bool = True, announce=None, backend=None) -
         run_dir = Path(config.output_dir) / (config.run_id or new_run_id(model.name))
         if run_dir.exists():
             raise UsageError(f"run directory already exists: {run_dir} (choose another --run-id)")
+    cached = cached_backend(config, model, backend)  # a cache that cannot be used stops the run here
     header = describe_run(config, model, tasks)
     if "backend" in previous:
         header["backend"] = previous["backend"]
-    if announce is not None:
-        sizes = ", ".join(f"{name} ({info['num_samples']} samples)" for name, info in header["tasks"].items())
-        verb = "resuming" if config.resume else "results in"
-        announce(f"evalsuite: {sizes} on {model.name} with {config.backend}; {verb} {run_dir}")
     started = previous.get("started_at", time.time())
     if config.resume:
         header["resumed_at"] = [*previous.get("resumed_at", []), time.time()]
     kept = {resuming.record_key(d): resuming.record_from_dict(d) for d in resuming.repair_samples(run_dir)}
     owned = backend is None
-    cached = cached_backend(config, model, backend)  # a cache that cannot be used stops the run here
     monitor = MemoryMonitor().start()  # the baseline is read before any model loads
 
     def watch(inner) -> None:
@@ -369,6 +365,10 @@ def run(config: RunConfig, progress: bool = True, announce=None, backend=None) -
     cached.on_open = backend_opened
     with (resuming.AppendWriter(run_dir) if config.resume else RunWriter(run_dir)) as writer:
         writer.write_run({**header, "status": "running", "started_at": started})
+        if announce is not None:  # once the directory is this run's own
+            sizes = ", ".join(f"{name} ({info['num_samples']} samples)" for name, info in header["tasks"].items())
+            verb = "resuming" if config.resume else "results in"
+            announce(f"evalsuite: {sizes} on {model.name} with {config.backend}; {verb} {run_dir}")
         resuming.kill_point("started")
         metrics: dict[str, Any] = {}
         all_records: list[SampleRecord] = []
