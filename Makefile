@@ -57,11 +57,17 @@ regress: setup
 	$(BIN)/evalsuite report $(BASELINE) results/regress-$(STAMP) --name regress-$(STAMP)
 	$(BIN)/evalsuite compare $(BASELINE) results/regress-$(STAMP) --thresholds $(THRESHOLDS) --output-dir reports/regress-$(STAMP)
 
+# The CLI error tests write every stderr they see to $(CLI_LOGS); no traceback may be among them.
+CLI_LOGS ?= results/cli-logs
 test: setup
-	$(BIN)/python -m pytest -q
+	rm -rf $(CLI_LOGS)
+	EVALSUITE_CLI_LOG_DIR=$(CLI_LOGS) $(BIN)/python -m pytest -q
+	! grep -rn "Traceback" $(CLI_LOGS)
 
 test-fast: setup
-	$(BIN)/python -m pytest -q -m "not engine"
+	rm -rf $(CLI_LOGS)
+	EVALSUITE_CLI_LOG_DIR=$(CLI_LOGS) $(BIN)/python -m pytest -q -m "not engine"
+	! grep -rn "Traceback" $(CLI_LOGS)
 
 lint: setup
 	$(BIN)/ruff check evalsuite tasks tests

@@ -87,7 +87,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--data-parallel-size", type=int, default=None,
                      help="vllm: engine replicas, each on its own GPUs (tensor-parallel-size GPUs each)")
     run.add_argument("--max-error-rate", type=float, default=None,
-                     help="exit with code 1 when the share of failed requests exceeds this (default: any error is tolerated)")
+                     help="exit with code 1 when the share of samples with an error (a failed request, or a "
+                          "failure while scoring or writing it) exceeds this (default: any error is tolerated)")
     run.add_argument("--no-cache", action="store_true",
                      help="neither read nor write the response cache ($EVALSUITE_CACHE/responses.sqlite)")
     run.add_argument("--resume", metavar="RUN_DIR", default=None,
@@ -251,7 +252,8 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def error_exit_code(metrics: dict[str, Any], max_error_rate: float | None) -> int:
-    """1 when the share of failed requests over all tasks exceeds ``max_error_rate``."""
+    """1 when the share of samples with an error (a failed request or a guarded
+    scoring/record failure) over all tasks exceeds ``max_error_rate``."""
     if max_error_rate is None:
         return 0
     requests = sum(m["performance"]["requests"] for m in metrics.values())

@@ -20,6 +20,7 @@ way (the backends set ``Generation.error``).
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -139,6 +140,18 @@ def _safe(value: Any) -> Any:
         return f"<{type(value).__name__} that cannot be written as JSON>"
 
 
+def record_and_line(record: SampleRecord) -> tuple[SampleRecord, str]:
+    """``record`` and its ``samples.jsonl`` line; a record that cannot be written is
+    replaced by :func:`writable_record` (the guard's ``record`` step)."""
+    from evalsuite.results import record_line
+
+    try:
+        return record, record_line(record)
+    except Exception as exc:  # noqa: BLE001 -- one sample's failure is data
+        record = writable_record(record, exc)
+        return record, record_line(record)
+
+
 def writable_record(record: SampleRecord, exc: BaseException) -> SampleRecord:
     """A stand-in for a record whose JSON line could not be written: the ids, prompt,
     output, token counts and timings kept; each score replaced by a failure; target
@@ -153,6 +166,18 @@ def writable_record(record: SampleRecord, exc: BaseException) -> SampleRecord:
         finish_reason=record.finish_reason, timings=record.timings,
         error=joined(record.error, problem), metadata=metadata if isinstance(metadata, dict) else {},
     )
+
+
+_STAGE_ERROR = re.compile(rf"(?:^|; )(?:{'|'.join(STAGES)})(?: \([^)]*\))?: ")
+
+
+def request_error(error: str | None) -> str | None:
+    """The request's own part of a record's ``error`` (what the backend said), without
+    the guard's errors: what a re-scoring starts from."""
+    if error is None:
+        return None
+    match = _STAGE_ERROR.search(error)
+    return error if match is None else (error[: match.start()] or None)
 
 
 def stage_of(error: str) -> str:

@@ -76,15 +76,11 @@ class RunWriter:
         replaced by :func:`evalsuite.guard.writable_record`, which says why in its
         ``error``: the per-sample guard's ``record`` step.
         """
-        from evalsuite.guard import writable_record
+        from evalsuite.guard import record_and_line
 
         written = []
         for record in records:
-            try:
-                line = record_line(record)
-            except Exception as exc:  # noqa: BLE001 -- one sample's failure is data
-                record = writable_record(record, exc)
-                line = record_line(record)
+            record, line = record_and_line(record)
             self._samples.write(line + "\n")
             written.append(record)
         self._samples.flush()

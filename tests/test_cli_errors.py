@@ -388,6 +388,19 @@ def test_report_into_a_file_or_outside_its_folder(tmp_path):
     assert not (tmp_path / "escaped").exists()
 
 
+def test_bench_output_under_a_file(tmp_path):
+    (tmp_path / "file").write_text("x")
+    proc = evalsuite("bench", "--base-url", "http://127.0.0.1:9", "--prompts-file", str(tmp_path / "p.jsonl"),
+                     "--output", str(tmp_path / "file" / "summary.json"))
+    usage_error(proc, "--output", "lies under a file")
+
+
+def test_bad_prompts_file_for_bench(tmp_path):
+    (tmp_path / "p.jsonl").write_bytes(b'{"prompt": "caf\xe9"}\n')
+    proc = evalsuite("bench", "--base-url", "http://127.0.0.1:9", "--prompts-file", str(tmp_path / "p.jsonl"))
+    usage_error(proc, "p.jsonl:1: not UTF-8 text")
+
+
 @pytest.mark.parametrize("text, needle", [
     ("latency: 5\n", "'latency' must be a mapping"),
     ("latency: {max_increase: lots}\n", "latency.max_increase must be a number"),

@@ -254,6 +254,24 @@ def test_a_scorer_failure_is_recorded_counted_and_the_run_completes(probe_server
     assert json.loads((result.run_dir / "run.json").read_text())["status"] == "complete"
 
 
+def test_rescore_records_the_same_failures_once(probe_server, tmp_path):
+    from evalsuite.backends.openai import OpenAIBackend
+    from evalsuite.commands.rescore import rescore
+    from evalsuite.config import RunConfig
+    from evalsuite.runner import run
+
+    backend = OpenAIBackend("fake", base_urls=(probe_server.url,))
+    config = RunConfig(tasks=("guard_probe",), backend="openai", model="fake", cache=False,
+                       output_dir=tmp_path / "results", run_id="probe")
+    result = run(config, progress=False, backend=backend)
+    before = {r["sample_id"]: r for r in read_samples(result.run_dir)}
+    metrics, changed = rescore(result.run_dir)
+    after = {r["sample_id"]: r for r in read_samples(result.run_dir)}
+    assert changed == 0
+    assert {k: r["error"] for k, r in after.items()} == {k: r["error"] for k, r in before.items()}
+    assert metrics["guard_probe"]["performance"]["errors_by_stage"] == {"request": 0, "scoring": 1, "record": 1}
+
+
 @pytest.mark.parametrize("limit, code", [("0.2", 1), ("0.5", 0)])
 def test_max_error_rate_decides_the_exit_code_for_scoring_errors(probe_server, tmp_path, capsys, limit, code):
     from evalsuite.cli import main

@@ -75,7 +75,7 @@ def test_a_100000_deep_json_answer_is_an_invalid_answer_and_the_run_completes(de
 def test_resume_after_a_kill_goes_past_the_deep_answer(deep_json_server, tmp_path):
     """Killed after the deep answer's batch was generated (and cached), before it was
     scored; the resumed run scores it from the cache and completes."""
-    server, deep_id = deep_json_server
+    server, _ = deep_json_server
     env = {"EVALSUITE_RESPONSE_CACHE": str(tmp_path / "responses.sqlite")}
     killed = json_run(server, tmp_path, "killed", "--batch-size", "8", env={**env, "EVALSUITE_TEST_KILL_AT": "scoring"})
     assert killed.returncode == -signal.SIGKILL, killed.stderr

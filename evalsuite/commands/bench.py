@@ -77,6 +77,12 @@ def handle(args) -> int:
     if args.random_input_len is not None and args.random_input_len < 1:
         raise UsageError(f"--random-input-len must be a positive integer, got {args.random_input_len}")
     slo = parse_slo(args.slo)
+    if args.output is not None:  # checked before the load runs, not after
+        from evalsuite.paths import check_output_dir
+
+        check_output_dir(args.output.parent, "--output")
+        if args.output.is_dir():
+            raise UsageError(f"--output {args.output} is a directory; name a file")
     prompts = _prompts(args)
     backend = OpenAIBackend(args.model, base_urls=tuple(args.base_url) or None, max_concurrency=args.max_concurrency,
                             request_timeout=args.request_timeout, max_retries=0,
@@ -89,7 +95,9 @@ def handle(args) -> int:
                        "max_tokens": args.max_tokens, "ignore_eos": args.ignore_eos, "model": backend.model}
     print(format_table(summary))
     if args.output is not None:
-        args.output.parent.mkdir(parents=True, exist_ok=True)
+        from evalsuite.paths import make_dir
+
+        make_dir(args.output.parent, "--output")
         args.output.write_text(json.dumps(summary, indent=2) + "\n")
         print(f"summary: {args.output}")
     return 0

@@ -11,7 +11,6 @@ unchanged task the aggregates come out identical.
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from pathlib import Path
 from typing import Any
@@ -43,8 +42,9 @@ def rescore(run_dir: Path) -> tuple[dict[str, Any], int]:
     Raises UsageError for a directory that is not a finished run, or whose records
     name a task or sample the task no longer has.
     """
+    from evalsuite.guard import record_and_line
     from evalsuite.models import ModelRef
-    from evalsuite.results import SCHEMA_VERSION, _json_default, write_json_atomic
+    from evalsuite.results import SCHEMA_VERSION, write_json_atomic
     from evalsuite.resume import config_from_dict, load_run, repair_samples
     from evalsuite.runner import aggregate, build_requests, in_request_order, load_tasks, score
     from evalsuite.types import GenerationRequest, SamplingParams
@@ -66,7 +66,7 @@ def rescore(run_dir: Path) -> tuple[dict[str, Any], int]:
             raise UsageError(f"{run_dir}/samples.jsonl has records of task {d['task']!r}, which the run's config does not name")
         by_task.setdefault(d["task"], []).append(d)
 
-    new_lines: dict[tuple[str, str, int], dict[str, Any]] = {}
+    new_lines: dict[tuple[str, str, int], str] = {}
     metrics: dict[str, Any] = {}
     changed = 0
     old_metrics = run.get("metrics") or {}
@@ -80,9 +80,10 @@ def rescore(run_dir: Path) -> tuple[dict[str, Any], int]:
                     for d in dicts]
         generations = [stored_generation(d) for d in dicts]
         records = score(task, requests, generations)
-        for d, r in zip(dicts, records):
-            line = r.to_dict()
-            changed += sum(d.get("verdicts", {}).get(k) != v for k, v in line["verdicts"].items())
+        for i, (d, r) in enumerate(zip(dicts, records)):
+            r, line = record_and_line(r)
+            records[i] = r
+            changed += sum(d.get("verdicts", {}).get(k) != s.value for k, s in r.scores.items())
             new_lines[(r.task, r.sample_id, r.repeat)] = line
         ordered = in_request_order(build_requests(task, config), records)
         old_perf = (old_metrics.get(name) or {}).get("performance") or {}
@@ -97,7 +98,7 @@ def rescore(run_dir: Path) -> tuple[dict[str, Any], int]:
     with open(tmp, "w", encoding="utf-8") as f:
         for d in stored:
             key = (d["task"], d["sample_id"], d.get("repeat", 0))
-            f.write(json.dumps(new_lines[key], default=_json_default, ensure_ascii=False) + "\n")
+            f.write(new_lines[key] + "\n")
     tmp.replace(samples)
     run = {k: v for k, v in run.items() if k != "schema_version"}
     write_json_atomic(run_dir / "run.json", {"schema_version": SCHEMA_VERSION, **run, "metrics": metrics,
@@ -106,11 +107,13 @@ def rescore(run_dir: Path) -> tuple[dict[str, Any], int]:
 
 
 def stored_generation(d: dict[str, Any]) -> Generation:
-    """The :class:`Generation` a ``samples.jsonl`` record was scored from."""
+    """The :class:`Generation` a ``samples.jsonl`` record was scored from (its error
+    is the request's own, without a previous scoring's)."""
+    from evalsuite.guard import request_error
     from evalsuite.resume import timings_from_dict
 
     return Generation(
         text=d.get("output", ""), finish_reason=d.get("finish_reason"), prompt_text=d.get("prompt"),
         prompt_tokens=d.get("prompt_tokens"), output_tokens=d.get("output_tokens"),
-        timings=timings_from_dict(d.get("timings")), error=d.get("error"),
+        timings=timings_from_dict(d.get("timings")), error=request_error(d.get("error")),
     )
