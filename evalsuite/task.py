@@ -113,8 +113,43 @@ def build_task(name: str, **kwargs: Any) -> Task:
             + ", ".join(p for p in params if params[p].kind is not inspect.Parameter.VAR_KEYWORD)
         )
     merged = {k: v for k, v in kwargs.items() if v is not None and (takes_any or k in params)}
-    merged.update(explicit)
+    merged.update(typed_arguments(name, factory, explicit))
     return factory(**merged)
+
+
+def typed_arguments(name: str, factory: Callable, given: Mapping[str, Any]) -> dict[str, Any]:
+    """``given`` (``--task-arg`` values, a suite entry's ``args``) checked against the
+    type annotations of the factory's parameters with pydantic, and converted where
+    the conversion is lossless (``"2"`` for an ``int``, ``3`` for a ``float``).
+
+    Raises UsageError naming the task, the argument and what was expected.
+    Arguments annotated ``Any`` or not at all, and factories whose annotations
+    cannot be resolved, are passed as given: the factory checks them itself.
+    """
+    import typing
+
+    from pydantic import TypeAdapter, ValidationError
+
+    from evalsuite.errors import UsageError
+    from evalsuite.schemas import first_problem
+
+    if not given:
+        return {}
+    try:
+        hints = typing.get_type_hints(factory)
+    except Exception:  # noqa: BLE001 -- unresolvable annotations: the factory checks its own arguments
+        return dict(given)
+    out = {}
+    for key, value in given.items():
+        if key not in hints or hints[key] is Any:
+            out[key] = value
+            continue
+        try:
+            out[key] = TypeAdapter(hints[key]).validate_python(value)
+        except ValidationError as err:
+            raise UsageError(f"task '{name}': argument {first_problem(err, key)} "
+                             f"(fix --task-arg {name}.{key}, or the suite entry's args)") from None
+    return out
 
 
 def file_sha256(path: Path, chunk: int = 1 << 20) -> str:

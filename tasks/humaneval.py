@@ -167,7 +167,7 @@ def humaneval(
     prompt: str = "chat",
     data_file: str | None = None,
     num_samples: int = 1,
-    ks: Sequence[int] = (1, 10, 100),
+    ks: int | Sequence[int] = (1, 10, 100),
     sandbox: str = "auto",
     allow_unsandboxed: bool = False,
     workers: int | None = None,

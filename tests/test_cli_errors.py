@@ -176,6 +176,24 @@ def test_suite_run_id_is_a_name_not_a_path(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["suite.yaml"]
 
 
+@pytest.mark.parametrize("task, arg, needle", [
+    ("needle", "needle.samples_per_cell=abc", "task 'needle': argument samples_per_cell: should be a valid integer"),
+    ("needle", "needle.threshold=[1]", "argument threshold: should be a valid number"),
+    ("humaneval", "humaneval.ks=[1, \"ten\"]", "argument ks"),
+    ("gsm8k", "gsm8k.fewshot_seed=1.5", "argument fewshot_seed: should be a valid integer"),
+])
+def test_task_argument_of_the_wrong_type(tmp_path, gsm8k_data_dir, task, arg, needle):
+    proc = evalsuite("run", "--tasks", task, "--task-arg", arg, "--data-dir", str(gsm8k_data_dir),
+                     "--output-dir", str(tmp_path / "r"), *OFFLINE)
+    usage_error(proc, needle, f"--task-arg {task}.{arg.split('.')[1].split('=')[0]}")
+
+
+def test_suite_task_args_of_the_wrong_type(tmp_path):
+    path = suite_file(tmp_path, "backend: openai\nmodel: fake\ntasks:\n  - {name: needle, args: {samples_per_cell: lots}}\n")
+    usage_error(evalsuite("run", "--suite", str(path), "--output-dir", str(tmp_path / "r")),
+                "task 'needle': argument samples_per_cell: should be a valid integer")
+
+
 def test_unknown_backend_is_named_before_the_model_path(tmp_path, gsm8k_data_dir):
     proc = evalsuite("run", "--tasks", "gsm8k", "--backend", "vlm", "--model", "fake",
                      "--data-dir", str(gsm8k_data_dir), "--output-dir", str(tmp_path / "r"))

@@ -361,7 +361,7 @@ def test_score_batch_and_aggregate_count_every_verdict():
 def test_task_arguments_from_the_command_line_are_converted_or_refused():
     t = build_task("equations", explicit={"count": "1", "difficulty": "2", "time_limit_s": "2.5"})
     assert (len(t.samples), t.args["difficulty"], t.args["time_limit_s"]) == (1 + len(FAMILIES), 2, 2.5)
-    with pytest.raises(UsageError, match="count must be an integer"):
+    with pytest.raises(UsageError, match="task 'equations': argument count: should be a valid integer"):
         build_task("equations", explicit={"count": "many"})
 
 
