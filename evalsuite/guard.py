@@ -132,9 +132,12 @@ def score_guarded(task: Task, samples: Sequence[Sample],
 
 
 def _safe(value: Any) -> Any:
-    """``value`` if it serializes to JSON, else a short description of it."""
+    """``value`` if it serializes to JSON (as the run writer writes it), else a short
+    description of it."""
+    from evalsuite.results import _json_default
+
     try:
-        json.dumps(value, ensure_ascii=True, allow_nan=True)
+        json.dumps(value, default=_json_default, ensure_ascii=True)
         return value
     except Exception:  # noqa: BLE001
         return f"<{type(value).__name__} that cannot be written as JSON>"

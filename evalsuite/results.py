@@ -64,7 +64,7 @@ class RunWriter:
         from evalsuite.paths import claim_dir
 
         self.run_dir = claim_dir(Path(run_dir))  # atomic: one of two runs with one --run-id gets it
-        self._samples = open(run_dir / "samples.jsonl", "a", encoding="utf-8")
+        self._samples = open(self.run_dir / "samples.jsonl", "a", encoding="utf-8")
 
     def write_run(self, data: dict[str, Any]) -> None:
         write_json_atomic(self.run_dir / "run.json", {"schema_version": SCHEMA_VERSION, **data})
