@@ -67,6 +67,23 @@ def check_output_dir(path: str | os.PathLike, flag: str = "--output-dir") -> Pat
     return path
 
 
+def check_output_file(path: str | os.PathLike, flag: str = "--output") -> Path:
+    """``path`` if a file can be written there (it may exist; it is replaced).
+
+    Raises UsageError naming ``flag`` when ``path`` is a directory, lies under a
+    file, or its nearest existing folder is read-only. Creates nothing.
+    """
+    path = Path(path)
+    if path.is_dir():
+        raise UsageError(f"{flag} {path} is a directory; name a file")
+    existing = _first_existing(path.parent)
+    if not existing.is_dir():
+        raise UsageError(f"{flag} {path} lies under a file ({existing}); choose another path")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise UsageError(f"{flag} {path} cannot be written: {existing} is read-only; choose another path")
+    return path
+
+
 def make_dir(path: Path, flag: str = "--output-dir") -> Path:
     """``path.mkdir(parents=True, exist_ok=True)``, an ``OSError`` turned into a
     UsageError naming ``flag``."""

@@ -8,7 +8,7 @@ import os
 import pytest
 
 from evalsuite.errors import UsageError
-from evalsuite.paths import check_name, check_output_dir, claim_dir
+from evalsuite.paths import check_name, check_output_dir, check_output_file, claim_dir
 
 
 @pytest.mark.parametrize("name", ["run-1", "smoke-20240101-120000", "a.b", "..x", "x..", ".hidden", "名前", "a b"])
@@ -35,6 +35,16 @@ def test_output_dir_checks_say_which_part_fails(tmp_path):
         check_output_dir(tmp_path / "f")
     with pytest.raises(UsageError, match=r"lies under a file \(.*/f\)"):
         check_output_dir(tmp_path / "f" / "a" / "b")
+
+
+def test_output_file_checks(tmp_path):
+    assert check_output_file(tmp_path / "new" / "summary.json") == tmp_path / "new" / "summary.json"
+    (tmp_path / "f").write_text("")
+    assert check_output_file(tmp_path / "f") == tmp_path / "f"  # replaced when written
+    with pytest.raises(UsageError, match="--output .* is a directory"):
+        check_output_file(tmp_path)
+    with pytest.raises(UsageError, match=r"--output .*/f/s.json lies under a file \(.*/f\)"):
+        check_output_file(tmp_path / "f" / "s.json")
 
 
 def _claim(path, start, out):

@@ -78,11 +78,9 @@ def handle(args) -> int:
         raise UsageError(f"--random-input-len must be a positive integer, got {args.random_input_len}")
     slo = parse_slo(args.slo)
     if args.output is not None:  # checked before the load runs, not after
-        from evalsuite.paths import check_output_dir
+        from evalsuite.paths import check_output_file
 
-        check_output_dir(args.output.parent, "--output")
-        if args.output.is_dir():
-            raise UsageError(f"--output {args.output} is a directory; name a file")
+        check_output_file(args.output, "--output")
     prompts = _prompts(args)
     backend = OpenAIBackend(args.model, base_urls=tuple(args.base_url) or None, max_concurrency=args.max_concurrency,
                             request_timeout=args.request_timeout, max_retries=0,
