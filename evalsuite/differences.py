@@ -174,15 +174,13 @@ def _same(a: Any, b: Any) -> bool:
     return json.dumps(a, sort_keys=True, default=str) == json.dumps(b, sort_keys=True, default=str)
 
 
+_TASK_FIELD = re.compile(r"tasks\.(.+?)\.(?:version|source|args|num_samples|repeats|sampling|data)(?:\.|$)")
+
+
 def _task_of(name: str) -> str | None:
-    """The task key a ``tasks.<key>.<field>`` name belongs to (keys may hold dots)."""
-    if not name.startswith("tasks."):
-        return None
-    rest = name[len("tasks."):]
-    for marker in (".data.", ".version", ".sampling.", ".args.", ".num_samples", ".repeats", ".source"):
-        if marker in rest:
-            return rest.split(marker)[0]
-    return None
+    """The task key a ``tasks.<key>.<field>`` name belongs to, or None."""
+    found = _TASK_FIELD.match(name)
+    return found.group(1) if found else None
 
 
 def what_differs(runs: Sequence[RunData]) -> list[Difference]:
