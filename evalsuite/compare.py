@@ -341,8 +341,9 @@ def to_markdown(comparison: Comparison) -> str:
     lines += ["", differences_table(comparison.differences, comparison.labels).markdown().rstrip("\n")]
     if comparison.warnings:
         lines += [""] + [f"- ⚠ {w}" for w in comparison.warnings]
-    lines += ["", ("Accuracy: paired by task, sample id and repeat; exact McNemar for 0/1 verdicts, paired "
-                   "bootstrap otherwise. A drop fails only when it exceeds the limit and is significant.")]
+    lines += ["", ("Accuracy: paired by task, sample id and repeat; exact McNemar and Newcombe's 95% interval "
+                   "for 0/1 verdicts, paired bootstrap otherwise (as in `evalsuite report`). A drop fails only "
+                   "when it exceeds the limit and is significant.")]
     return "\n".join(lines) + "\n"
 
 

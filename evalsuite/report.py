@@ -48,6 +48,7 @@ from evalsuite.differences import (
     what_differs,
 )
 from evalsuite.errors import UsageError
+from evalsuite.stats import PairedDifference
 
 MISSING = "-"
 ALPHA = 0.05  # significance level of the headline's paired tests
@@ -328,7 +329,7 @@ def _perf(run: RunData, task: str, key: str) -> float | None:
 def _memory_for(run: RunData, task: str) -> dict[str, float]:
     """The memory figures a task ran with: its suite member's when the run is a
     suite, else the run's, plus figures in the task's own metrics."""
-    figures = {name: value for name, value in run.memory.items()}
+    figures = dict(run.memory)
     figures.update(memory_figures({"metrics": {task: run.metrics.get(task) or {}}}))
     out = {}
     for wanted in MEMORY_FIGURES:
@@ -392,7 +393,7 @@ def _p(p: float) -> str:
     return "< 0.001" if p < 0.001 else f"{p:.3f}"
 
 
-def difference_text(r) -> str:
+def difference_text(r: PairedDifference) -> str:
     """``+0.125 [-0.050, +0.300]``: a paired difference with its 95% interval."""
     return f"{_signed(r.diff)} [{_signed(r.ci95[0])}, {_signed(r.ci95[1])}]"
 
@@ -462,8 +463,9 @@ def verdict_line(rows: Sequence[HeadlineRow], labels: Sequence[str]) -> str:
                     f"baseline {labels[0]} ({len(tested)} task{'s' * (len(tested) != 1)} tested; {tests}){tail}.")
         rest = len(tested) - len(changed)
         return (f"{run_verdict(mine).capitalize()}: {labels[1]} against the baseline {labels[0]}: "
-                + "; ".join(f"{r.verdict} on {r.task} ({difference_text(r.difference.result)}, "
-                            f"p {_p(r.difference.result.p_value)})" for r in changed)
+                + "; ".join(f"{r.verdict} on {r.task} ({difference_text(r.difference.result)}, p "
+                            f"{'' if r.difference.result.p_value < 0.001 else '= '}{_p(r.difference.result.p_value)})"
+                            for r in changed)
                 + (f"; no significant change on {rest} other task{'s' * (rest != 1)}" if rest else "")
                 + f" ({tests}){tail}.")
     counts = {v: sum(run_verdict(mine) == v for mine in per_run.values()) for v in (BETTER, WORSE, "mixed", SAME)}

@@ -92,7 +92,7 @@ def test_a_significant_drop_is_named_in_the_verdict(tmp_path):
     # 8 losses, no win: p = 2 / 2**8 = 0.0078; difference -8/20.
     assert report.verdict.startswith("Worse: tiny-model · dtype=float32 against the baseline tiny-model · "
                                      "dtype=bfloat16: worse on t (-0.400 [")
-    assert "p 0.008); no significant change on 1 other task" in report.verdict
+    assert "p = 0.008); no significant change on 1 other task" in report.verdict
     assert report.verdict_class == "worse"
     assert report.differs == "The runs differ in dtype (bfloat16 \u2192 float32)."
 
