@@ -259,11 +259,9 @@ def differing_names(differences: Sequence[Difference], limit: int = 6) -> str:
 # --------------------------------------------------------------------------- labels
 
 def given_label(run: RunData) -> str | None:
-    """The label a run was given (``--label``, a suite's ``label:``), or None."""
-    if run.given_label:
-        return run.given_label
-    labels = {(h.get("config") or {}).get("label") for h in run.headers}
-    return labels.pop() if len(labels) == 1 and None not in labels else None
+    """The label a run was given (``--label``, a suite's ``label:``; read by
+    :func:`evalsuite.report.load_run`), or None."""
+    return run.given_label or None
 
 
 def _started(run: RunData) -> str | None:

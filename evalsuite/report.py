@@ -34,6 +34,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from evalsuite.config import MAX_LABEL
 from evalsuite.differences import (
     Difference,
     TaskDifference,
@@ -196,10 +197,12 @@ def load_run(ref: str | Path, results_dir: str | Path = "results") -> RunData:
         headers.append({k: v for k, v in run_json.items() if k != "metrics"})
         task_keys.append(renames)
         artifacts.extend(sorted(member.rglob("*.png")))
-    labels = {(h.get("config") or {}).get("label") for h in headers}
-    given = suite.get("label") or (labels.pop() if len(labels) == 1 else None)
+    labels = {str((h.get("config") or {}).get("label") or "") for h in headers}
+    given = str(suite.get("label") or "") or (labels.pop() if len(labels) == 1 else "")
+    # A label edited into run.json by hand is still one short line in the report.
+    given = given.strip().splitlines()[0][:MAX_LABEL] if given.strip() else None
     return RunData(label=path.name, path=path, metrics=metrics, samples=samples, headers=headers,
-                   memory=memory, artifacts=tuple(artifacts), given_label=given or None, task_keys=task_keys)
+                   memory=memory, artifacts=tuple(artifacts), given_label=given, task_keys=task_keys)
 
 
 # --------------------------------------------------------------------------- tables

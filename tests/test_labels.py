@@ -81,3 +81,18 @@ def test_label_applies_beside_a_suite_and_not_beside_resume(tmp_path, capsys):
     assert "--label" not in capsys.readouterr().err  # refused for the missing data, not for the flag
     assert main(["run", "--resume", str(tmp_path), "--label", "x"]) == 2
     assert "drop --label" in capsys.readouterr().err
+
+
+def test_a_label_edited_into_run_json_is_still_one_short_line(tmp_path):
+    import json
+
+    from test_report_data import write_run
+
+    run_dir = write_run(tmp_path, "a", {"t": {"verdicts": [1.0]}})
+    data = json.loads((run_dir / "run.json").read_text())
+    data["config"]["label"] = "first line\nsecond line"
+    (run_dir / "run.json").write_text(json.dumps(data))
+    assert load_run(run_dir).given_label == "first line"
+    data["config"]["label"] = 12345
+    (run_dir / "run.json").write_text(json.dumps(data))
+    assert load_run(run_dir).given_label == "12345"
