@@ -491,13 +491,14 @@ def primary_value(run: RunData, task: str) -> tuple[float, float | None, float |
 
 def matrix_table(runs: Sequence[RunData], labels: Sequence[str], tasks: Sequence[str]) -> Table:
     """Runs x tasks: the primary metric with its 95% interval; the best value per
-    task (all ties) is marked."""
+    task is marked (every run that reaches it; none when all runs tie)."""
     values = [[primary_value(run, task) for task in tasks] for run in runs]
     marked = set()
     for j in range(len(tasks)):
         column = [v[j][0] for v in values if v[j] is not None]
-        best = max(column) if column else None
-        marked |= {(i, j + 1) for i, v in enumerate(values) if v[j] is not None and v[j][0] == best}
+        if len(set(column)) < 2:
+            continue  # a tie among all runs has no best
+        marked |= {(i, j + 1) for i, v in enumerate(values) if v[j] is not None and v[j][0] == max(column)}
     rows = []
     for label, row in zip(labels, values):
         cells = [label]

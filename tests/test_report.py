@@ -131,6 +131,8 @@ def test_many_runs_get_a_matrix_with_the_best_marked_and_a_trend(tmp_path):
     best = [i for i, v in enumerate(values) if v == max(values)]
     assert sorted(i for i, _ in matrix.marked) == best and all(matrix.rows[i][1].endswith("\u2605") for i in best)
     assert [f.name for f in report.overview_figures] == ["trend.png"]
+    tie = build_report([load_run(p) for p in _nightly(tmp_path / "tie", 3, tasks=("t",))[:1]] * 3, "r")
+    assert not tie.summary_tables[0].marked  # the same run three times: no best
     assert report.verdict.startswith("Against the baseline checkpoint-2026-11-01-step1000: ")
     # Runs given newest first are not a trend.
     assert not build_report(runs[::-1], "r").overview_figures

@@ -52,3 +52,23 @@ def test_two_real_runs_differing_in_dtype(tmp_path, gsm8k_data_dir):
     (check,) = [c for c in compare_runs(*runs, load_thresholds(None)).checks if c.kind == "accuracy"]
     r = row.difference.result
     assert (check.n, check.delta, check.p_value) == (r.n, r.diff, r.p_value) and r.n == 3
+
+
+@pytest.mark.engine
+@needs_chromium
+def test_twelve_tiny_real_runs_give_a_matrix_and_a_trend(tmp_path, vllm_backend, gsm8k_data_dir, run_with):
+    """Twelve real runs on the shared engine (2 GSM8K problems each, sampled with
+    seeds 0..11): the report labels them by the setting that differs, marks the
+    best per task and draws the trend, oldest first."""
+    dirs = [run_with(vllm_backend, ["gsm8k"], limit=2, max_tokens=16, temperature=1.0, seed=k,
+                     data_dir=str(gsm8k_data_dir), cache=False).run_dir for k in range(12)]
+    folder = write_report(dirs, name="twelve", output_dir=tmp_path / "reports")
+    found = probe(folder / "report.html", "{matrix:[...document.querySelectorAll('#matrix tbody tr')]"
+                  ".map(r=>r.cells[0].innerText),"
+                  "trend:[...document.querySelectorAll('#overview img')].map(i=>i.naturalWidth),"
+                  "bottom:document.getElementById('overview').getBoundingClientRect().bottom}",
+                  tmp_path / "profile", window=(1400, 900))
+    assert found["matrix"] == [f"SmolLM2-135M-Instruct · seed={k}" for k in range(12)]
+    assert len(found["trend"]) == 1 and found["trend"][0] > 0
+    screenshot(folder / "report.html", "report_12_runs_engine.png", tmp_path / "profile2",
+               window=(1400, min(6000, int(found["bottom"]) + 20)))
