@@ -447,10 +447,10 @@ def verdict_line(rows: Sequence[HeadlineRow], labels: Sequence[str]) -> str:
     and the baseline A (2 tasks tested; ...)``, or which tasks got better or
     worse, with the difference, its interval and p-value. More runs: how many
     got better, worse, mixed or stayed the same. Tasks that cannot be compared
-    (data or task version differs) are named.
+    (data or task version differs) are named. One run: empty.
     """
     if len(labels) < 2:
-        return f"One run ({labels[0]}): nothing to compare against."
+        return ""  # one run: nothing to compare against
     tests = f"paired tests, p < {ALPHA:g}"
     per_run = {label: [r for r in rows if r.label == label] for label in labels[1:]}
     blocked = sorted({r.task for r in rows if r.verdict == NOT_COMPARABLE})
