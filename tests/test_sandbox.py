@@ -79,19 +79,36 @@ def test_workers_run_in_parallel(pool):
     assert time.monotonic() - start < 1.8  # two 1 s sleeps on two workers, not 2 s in sequence
 
 
+KILLS_WORKER = ("import os, signal\n"
+                "starter = os.getppid()  # the worker's starter forked us; the worker forked it\n"
+                "worker = int(open(f'/proc/{starter}/stat').read().rsplit(')', 1)[1].split()[1])\n"
+                "os.kill(worker, signal.SIGKILL)")
+
+
 def test_a_worker_killed_by_its_program_fails_it_and_is_replaced():
     # Without a PID namespace the program can kill its worker; the pool replaces it.
     with SandboxPool("none", workers=1, limits=Limits(timeout_s=3.0)) as pool:
-        outcomes = pool.run(["import os, signal\nos.kill(os.getppid(), signal.SIGKILL)", "assert True"])
+        outcomes = pool.run([KILLS_WORKER, "assert True"])
         assert [o.status for o in outcomes] == ["sandbox-error", "passed"]
         assert "died" in outcomes[0].reason
         assert pool.restarts == 1
 
 
+def test_a_starter_killed_by_its_program_is_restarted_for_the_next_one():
+    # Unsandboxed, the program may kill the process that forked it: it finishes, and the
+    # worker starts a new starter for the next program.
+    with SandboxPool("none", workers=1, limits=Limits(timeout_s=3.0)) as pool:
+        outcomes = pool.run(["import os, signal\nos.kill(os.getppid(), signal.SIGKILL)", "assert True", "pass"])
+        assert [o.status for o in outcomes] == ["passed", "passed", "passed"]
+        assert pool.restarts == 0
+
+
 @needs_bwrap
 def test_bwrap_program_runs_unprivileged_in_its_own_pid_namespace():
+    # Only the worker (pid 1), its starter (our parent) and the program itself are there.
     program = ("import os\nassert os.getuid() != 0 or os.geteuid() != 0\n"
-               "pids = [p for p in os.listdir('/proc') if p.isdigit()]\nassert sorted(pids) == ['1', str(os.getpid())], pids")
+               "pids = {p for p in os.listdir('/proc') if p.isdigit()}\n"
+               "assert pids == {'1', str(os.getppid()), str(os.getpid())}, pids")
     if os.geteuid() != 0:
         program = program.replace("os.getuid() != 0 or os.geteuid() != 0", "True")
     with SandboxPool("bwrap", workers=1) as pool:
