@@ -31,9 +31,10 @@ Isolation (``isolation=``):
   installation, all read-only; nothing else of the host exists inside (no home
   directories, no checkouts, no results, no caches). Paths given in ``hide=``
   (a dataset file, a cache) are masked even when they lie under those. Every
-  program gets its own mount namespace with a fresh ``/tmp`` (tmpfs, its working
-  directory, ``HOME`` and ``TMPDIR``) limited in bytes and inodes, which the
-  kernel frees when the program's last process dies. When the harness runs as
+  program gets a fresh ``/tmp`` (a tmpfs limited in bytes and inodes; its working
+  directory, ``HOME`` and ``TMPDIR``), mounted by the worker before the program
+  starts and detached once its last process is gone, which frees its files and
+  memory; nothing one program leaves there is seen by the next. When the harness runs as
   root, programs run as an unprivileged uid of their own (``SANDBOX_UID_BASE +
   worker index``), so that ``RLIMIT_NPROC`` applies (the kernel never applies it
   to root) and they cannot signal or trace the worker, the starter or other
@@ -333,13 +334,14 @@ def _worker_main() -> None:  # pragma: no cover - runs inside the sandbox, in it
     Sent as source text to ``python -I -c`` (with :func:`encode_plain` and
     :func:`decode_plain`), so it imports only the standard library and defines its
     helpers inside. ``sys.argv[1]``: JSON with ``uid`` (the uid programs run as, or
-    null), ``isolated`` (bubblewrap: private mount namespace and ``/tmp`` per
-    program, capabilities dropped, sweep of leftover processes), ``nproc_base``
+    null), ``isolated`` (bubblewrap: a fresh ``/tmp`` per program, capabilities
+    dropped, sweep of leftover processes), ``nproc_base``
     (processes the programs' uid already has) and ``under_tmp`` (directories under
     ``/tmp`` to bind back into each program's fresh ``/tmp``).
     """
     import builtins
     import ctypes
+    import gc
     import json
     import os
     import resource
@@ -355,8 +357,7 @@ def _worker_main() -> None:  # pragma: no cover - runs inside the sandbox, in it
     isolated = cfg["isolated"]
     libc = ctypes.CDLL(None, use_errno=True)
     pr_set_dumpable, pr_set_child_subreaper, pr_set_no_new_privs = 4, 36, 38
-    clone_newns = 0x00020000
-    ms_rdonly, ms_nosuid, ms_nodev, ms_remount, ms_bind, ms_rec, ms_private = 1, 2, 4, 32, 4096, 16384, 1 << 18
+    ms_rdonly, ms_nosuid, ms_nodev, ms_remount, ms_bind, ms_rec, mnt_detach = 1, 2, 4, 32, 4096, 16384, 2
     if isolated:
         libc.prctl(pr_set_dumpable, 0, 0, 0, 0)  # no /proc/1/mem, /proc/1/fd for programs
     libc.prctl(pr_set_child_subreaper, 1, 0, 0, 0)  # the orphans of programs become our children
@@ -386,20 +387,24 @@ def _worker_main() -> None:  # pragma: no cover - runs inside the sandbox, in it
 
         check(libc.capset(ctypes.byref(Header(0x20080522, 0)), (Data * 2)()), "capset")
 
-    def private_tmp(lim):
-        # A mount namespace of the program's own with a fresh tmpfs on /tmp; the kernel frees
-        # it (files, inodes, memory) when the last process in the namespace is gone.
-        keep = [(d, os.open(d, os.O_PATH)) for d in cfg["under_tmp"]]
-        check(libc.unshare(clone_newns), "unshare")
-        check(libc.mount(None, b"/", None, ms_rec | ms_private, None), "make / private")
+    # Directories under /tmp (a venv) to bind back into every fresh /tmp, reached by fd.
+    under_tmp = [(d, os.open(d, os.O_PATH)) for d in cfg["under_tmp"]] if isolated else []
+
+    def fresh_tmp(lim):
+        # A new tmpfs over /tmp for the next program (nothing of an earlier one is visible),
+        # limited in bytes and inodes; detached again once the program's processes are gone,
+        # which frees its files, inodes and memory. (Done here rather than in a mount namespace
+        # per program: tearing a mount namespace down waits for an RCU grace period, tens of
+        # milliseconds on a busy host.)
         opts = f"size={lim['tmp_bytes']},nr_inodes={lim['tmp_inodes']},mode=1777"
         check(libc.mount(b"tmpfs", b"/tmp", b"tmpfs", ms_nosuid | ms_nodev, opts.encode()), "mount /tmp")
-        for path, fd in keep:
+        for path, fd in under_tmp:
             os.makedirs(path, exist_ok=True)
             check(libc.mount(f"/proc/self/fd/{fd}".encode(), path.encode(), None, ms_bind | ms_rec, None), "bind")
             libc.mount(None, path.encode(), None, ms_bind | ms_remount | ms_rdonly, None)
-            os.close(fd)
-        return "/tmp"
+
+    def drop_tmp():
+        check(libc.umount2(b"/tmp", mnt_detach), "detach /tmp")
 
     def program_process(job_fd, out_w, st_w, pid_w):
         # Runs in a fork of the starter: nothing of the worker's jobs or results is in memory.
@@ -416,7 +421,7 @@ def _worker_main() -> None:  # pragma: no cover - runs inside the sandbox, in it
             with os.fdopen(job_fd, "rb") as f:
                 job = json.loads(f.read())
             lim = job["limits"]
-            tmp = private_tmp(lim) if isolated else job["tmp"]
+            tmp = job["tmp"]
             os.chdir(tmp)
             if cfg["uid"] is not None:
                 os.setgroups([])
@@ -505,6 +510,14 @@ def _worker_main() -> None:  # pragma: no cover - runs inside the sandbox, in it
         for fd in (0, 1, 2):  # not the harness's pipes: only the worker speaks to the harness
             os.dup2(null, fd)
         os.close(null)
+        # Warm up what each program would otherwise initialise on its own (the first compile()
+        # in a process builds the AST types, several milliseconds), then freeze the heap so
+        # programs' garbage collections skip everything inherited instead of touching (and so
+        # copying) every page of it.
+        exec(compile("def f(*a, **k):\n    return [a, k]\n", "warm-up", "exec"), {})  # noqa: S102 - our own code
+        json.loads(json.dumps(encode_plain(decode_plain(encode_plain([(1, 2.5), {"k": {"s"}}, None])))))
+        gc.collect()
+        gc.freeze()
         while True:
             try:
                 msg, fds, _, _ = socket.recv_fds(sock, 16, 4)
@@ -575,20 +588,13 @@ def _worker_main() -> None:  # pragma: no cover - runs inside the sandbox, in it
             if pid_w is not None:
                 os.close(pid_w)
 
-    def exit_status(pid):
-        # The starter reaps the program and reports; if a program of its uid killed it, the
-        # program was reparented to us (subreaper) and we reap it ourselves.
+    def reported_exit():
+        # The starter reaps the program and reports its wait status; None if the starter is gone.
         try:
             reply = starter["sock"].recv(8)
-            if len(reply) == 5 and reply[:1] == b"X":
-                return int.from_bytes(reply[1:], "little")
         except OSError:
-            pass
-        start_starter()
-        try:
-            return os.waitpid(pid, 0)[1]
-        except ChildProcessError:
             return None
+        return int.from_bytes(reply[1:], "little") if len(reply) == 5 and reply[:1] == b"X" else None
 
     def sweep():
         # Kill every other process of the namespace (we are its pid 1), until none is left alive.
@@ -623,7 +629,13 @@ def _worker_main() -> None:  # pragma: no cover - runs inside the sandbox, in it
         lim = job["limits"]
         calls = job.get("calls")
         token = os.urandom(16).hex() if calls is None else None
-        tmp = None if isolated else tempfile.mkdtemp(prefix="sample-")
+        if isolated:
+            try:
+                fresh_tmp(lim)
+            except OSError as e:
+                return {"id": job["id"], "status": "sandbox-error", "reason": f"could not prepare /tmp: {e}",
+                        "output": "", "wall_s": None, "report": None}
+        tmp = "/tmp" if isolated else tempfile.mkdtemp(prefix="sample-")
         job_fd = os.memfd_create("job")
         payload = json.dumps({"program": job["program"], "calls": calls, "limits": lim,
                               "token": token, "tmp": tmp}).encode()
@@ -639,13 +651,17 @@ def _worker_main() -> None:  # pragma: no cover - runs inside the sandbox, in it
         if pid is None:
             for fd in (out_r, st_r):
                 os.close(fd)
-            if tmp is not None:
+            if isolated:
+                drop_tmp()
+            else:
                 shutil.rmtree(tmp, ignore_errors=True)
             return {"id": job["id"], "status": "sandbox-error", "reason": "could not start the program",
                     "output": "", "wall_s": None, "report": None}
-        pidfd = os.pidfd_open(pid)
+        # The program's end is the starter's report of its exit. If the starter dies (a program
+        # running as its uid killed it), the program is reparented to us: watch it through a pidfd.
+        sock_fd, pidfd, starter_lost, wait_status = starter["sock"].fileno(), None, False, None
         poller = select.poll()
-        for fd in (out_r, st_r, pidfd, 0):
+        for fd in (out_r, st_r, sock_fd, 0):
             poller.register(fd, select.POLLIN)
         kept, total, status, verdict = bytearray(), 0, bytearray(), None
         status_cap = lim["max_return_bytes"] if calls is not None else 4096
@@ -675,10 +691,25 @@ def _worker_main() -> None:  # pragma: no cover - runs inside the sandbox, in it
             for fd, _ in events:
                 if fd == 0:
                     if not os.read(0, 1):  # harness gone: stop everything
-                        os.killpg(pid, signal.SIGKILL)
+                        try:
+                            os.killpg(pid, signal.SIGKILL)
+                        except ProcessLookupError:
+                            pass
                         if isolated:
                             sweep()
                         os._exit(0)
+                elif fd == sock_fd:
+                    wait_status = reported_exit()
+                    poller.unregister(sock_fd)
+                    if wait_status is not None:
+                        exited = True
+                    else:
+                        starter_lost = True
+                        try:
+                            pidfd = os.pidfd_open(pid)
+                            poller.register(pidfd, select.POLLIN)
+                        except ProcessLookupError:
+                            exited = True
                 elif fd == pidfd:
                     exited = True
                 elif fd in open_fds:
@@ -696,11 +727,23 @@ def _worker_main() -> None:  # pragma: no cover - runs inside the sandbox, in it
             pass
         if isolated:
             sweep()
-        wait_status = exit_status(pid)
+        if wait_status is None and not starter_lost:
+            wait_status = reported_exit()
+            starter_lost = wait_status is None
+        if wait_status is None:
+            try:
+                wait_status = os.waitpid(pid, 0)[1]
+            except ChildProcessError:
+                pass
+        if starter_lost:
+            start_starter()
         wall = time.monotonic() - start
         reap_orphans()
-        poller.unregister(pidfd)
-        poller.unregister(0)
+        for fd in (sock_fd, pidfd, 0):
+            try:
+                poller.unregister(fd)
+            except (KeyError, TypeError):
+                pass
         # Every writer is dead now; read what is left without waiting for escaped processes.
         drain_until = time.monotonic() + 0.2
         while open_fds and time.monotonic() < drain_until:
@@ -713,8 +756,11 @@ def _worker_main() -> None:  # pragma: no cover - runs inside the sandbox, in it
                     else:
                         take(fd, data)
         for fd in (out_r, st_r, pidfd):
-            os.close(fd)
-        if tmp is not None:
+            if fd is not None:
+                os.close(fd)
+        if isolated:
+            drop_tmp()  # every process that could hold it is gone (swept)
+        else:
             shutil.rmtree(tmp, ignore_errors=True)
         report = None
         if verdict is None and wait_status is None:
@@ -1055,8 +1101,6 @@ class SandboxPool:
                     reply = json.loads(lines[-1])
                     results[p] = (Outcome(reply["status"], reply["reason"], reply["output"], reply["wall_s"]),
                                   reply.get("report"))
-                    if reply["status"] == "sandbox-error":
-                        self._replace(w)
                 else:
                     continue
                 del busy[w]

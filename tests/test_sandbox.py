@@ -95,11 +95,13 @@ def test_a_worker_killed_by_its_program_fails_it_and_is_replaced():
 
 
 def test_a_starter_killed_by_its_program_is_restarted_for_the_next_one():
-    # Unsandboxed, the program may kill the process that forked it: it finishes, and the
-    # worker starts a new starter for the next program.
+    # Unsandboxed, the program may kill the process that forked it (and with it, perhaps, the
+    # report of its own exit status); the worker starts a new starter for the next program.
     with SandboxPool("none", workers=1, limits=Limits(timeout_s=3.0)) as pool:
-        outcomes = pool.run(["import os, signal\nos.kill(os.getppid(), signal.SIGKILL)", "assert True", "pass"])
-        assert [o.status for o in outcomes] == ["passed", "passed", "passed"]
+        for _ in range(3):
+            outcomes = pool.run(["import os, signal\nos.kill(os.getppid(), signal.SIGKILL)", "assert True", "pass"])
+            assert outcomes[0].status in ("passed", "sandbox-error"), outcomes[0]
+            assert [o.status for o in outcomes[1:]] == ["passed", "passed"]
         assert pool.restarts == 0
 
 
