@@ -357,7 +357,9 @@ def _worker_main() -> None:  # pragma: no cover - runs inside the sandbox, in it
     isolated = cfg["isolated"]
     libc = ctypes.CDLL(None, use_errno=True)
     pr_set_dumpable, pr_set_child_subreaper, pr_set_no_new_privs = 4, 36, 38
-    ms_rdonly, ms_nosuid, ms_nodev, ms_remount, ms_bind, ms_rec, mnt_detach = 1, 2, 4, 32, 4096, 16384, 2
+    clone_newns = 0x00020000
+    ms_rdonly, ms_nosuid, ms_nodev, ms_remount, ms_bind, ms_rec, ms_private = 1, 2, 4, 32, 4096, 16384, 1 << 18
+    mnt_detach = 2
     if isolated:
         libc.prctl(pr_set_dumpable, 0, 0, 0, 0)  # no /proc/1/mem, /proc/1/fd for programs
     libc.prctl(pr_set_child_subreaper, 1, 0, 0, 0)  # the orphans of programs become our children
@@ -387,6 +389,11 @@ def _worker_main() -> None:  # pragma: no cover - runs inside the sandbox, in it
 
         check(libc.capset(ctypes.byref(Header(0x20080522, 0)), (Data * 2)()), "capset")
 
+    if isolated:
+        # A mount namespace of our own, private, owned by our user namespace: in a user
+        # namespace bwrap's own one does not let us mount over /tmp.
+        check(libc.unshare(clone_newns), "unshare the mount namespace")
+        check(libc.mount(None, b"/", None, ms_rec | ms_private, None), "make / private")
     # Directories under /tmp (a venv) to bind back into every fresh /tmp, reached by fd.
     under_tmp = [(d, os.open(d, os.O_PATH)) for d in cfg["under_tmp"]] if isolated else []
 
@@ -728,6 +735,10 @@ def _worker_main() -> None:  # pragma: no cover - runs inside the sandbox, in it
         if isolated:
             sweep()
         if wait_status is None and not starter_lost:
+            try:
+                os.kill(starter["pid"], signal.SIGCONT)  # a program of its uid may have stopped it
+            except OSError:
+                pass
             wait_status = reported_exit()
             starter_lost = wait_status is None
         if wait_status is None:
