@@ -41,7 +41,11 @@ Isolation (``isolation=``):
   workers; without root the sandbox runs in a user namespace and programs run with
   every capability dropped. The worker and the starter are not dumpable, so a
   program cannot read their memory or open their file descriptors through
-  ``/proc``. After each program every other process of the sandbox is killed.
+  ``/proc``. Each program also gets an IPC namespace of its own (System V shared
+  memory, semaphores and message queues die with it) and may not use the kernel's
+  keyrings (a seccomp filter refuses ``add_key``, ``request_key`` and ``keyctl``:
+  keyrings are not namespaced, so a key would outlive the program). After each
+  program every other process of the sandbox is killed.
 - ``"none"``: no isolation, only the limits below and a fresh temporary directory
   per program (no size or inode limit). Refused by :func:`resolve_isolation`
   unless the caller allows running unsandboxed.
@@ -357,7 +361,7 @@ def _worker_main() -> None:  # pragma: no cover - runs inside the sandbox, in it
     isolated = cfg["isolated"]
     libc = ctypes.CDLL(None, use_errno=True)
     pr_set_dumpable, pr_set_child_subreaper, pr_set_no_new_privs = 4, 36, 38
-    clone_newns = 0x00020000
+    clone_newns, clone_newipc = 0x00020000, 0x08000000
     ms_rdonly, ms_nosuid, ms_nodev, ms_remount, ms_bind, ms_rec, ms_private = 1, 2, 4, 32, 4096, 16384, 1 << 18
     mnt_detach = 2
     if isolated:
@@ -378,6 +382,34 @@ def _worker_main() -> None:  # pragma: no cover - runs inside the sandbox, in it
     def check(ok, what):
         if ok != 0:
             raise OSError(ctypes.get_errno(), f"{what}: {os.strerror(ctypes.get_errno())}")
+
+    def deny_keyrings():
+        # The kernel's keyrings are not namespaced: a key one program adds to its uid's keyring
+        # would be there for the next. Refuse add_key, request_key and keyctl (as Docker's
+        # default seccomp profile does) with a seccomp filter: EPERM.
+        import platform
+
+        arch, numbers = {"x86_64": (0xC000003E, (248, 249, 250)),
+                         "aarch64": (0xC00000B7, (217, 218, 219))}.get(platform.machine(), (None, ()))
+        if arch is None:
+            return
+
+        class Filter(ctypes.Structure):
+            _fields_ = [("code", ctypes.c_uint16), ("jt", ctypes.c_uint8), ("jf", ctypes.c_uint8),
+                        ("k", ctypes.c_uint32)]
+
+        class Program(ctypes.Structure):
+            _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.POINTER(Filter))]
+
+        ld, jeq, jge, ret = 0x20, 0x15, 0x35, 0x06
+        allow, eperm = 0x7FFF0000, 0x00050000 | 1
+        n = len(numbers)
+        code = [(ld, 0, 0, 4), (jeq, 1, 0, arch), (ret, 0, 0, allow), (ld, 0, 0, 0),
+                (jge, n + 1, 0, 0x40000000)]  # x32 system calls: refused too
+        code += [(jeq, n - i, 0, nr) for i, nr in enumerate(numbers)]
+        code += [(ret, 0, 0, allow), (ret, 0, 0, eperm)]
+        filters = (Filter * len(code))(*[Filter(*c) for c in code])
+        check(libc.prctl(22, 2, ctypes.byref(Program(len(code), filters)), 0, 0), "seccomp")
 
     def drop_capabilities():
         class Header(ctypes.Structure):
@@ -430,6 +462,8 @@ def _worker_main() -> None:  # pragma: no cover - runs inside the sandbox, in it
             lim = job["limits"]
             tmp = job["tmp"]
             os.chdir(tmp)
+            if isolated:  # System V IPC objects of its own, gone with it
+                check(libc.unshare(clone_newipc), "unshare the IPC namespace")
             if cfg["uid"] is not None:
                 os.setgroups([])
                 os.setgid(cfg["uid"])
@@ -437,6 +471,8 @@ def _worker_main() -> None:  # pragma: no cover - runs inside the sandbox, in it
             elif isolated:
                 drop_capabilities()
             check(libc.prctl(pr_set_no_new_privs, 1, 0, 0, 0), "no_new_privs")
+            if isolated:
+                deny_keyrings()
             null = os.open(os.devnull, os.O_RDONLY)
             os.dup2(null, 0)
             os.dup2(out_w, 1)
