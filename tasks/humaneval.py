@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import dataclasses
 import gzip
+import hashlib
 import json
 import os
 import sys
@@ -53,6 +54,7 @@ from evalsuite.scoring.code import (
     TEST_SEED,
     DerivedTests,
     completion_from_code,
+    derivation_program,
     derive_tests,
     extract_code,
     humaneval_program,
@@ -147,9 +149,11 @@ def derived_tests_dir() -> Path:
 
 
 def derived_tests_file(data_file: Path) -> Path:
-    """The cache file for a data file: keyed by its SHA-256, the Python version and the format."""
+    """The cache file for a data file: keyed by its SHA-256, the Python version, the
+    format and the recording code (so a change to how tests are derived derives again)."""
     version = f"py{sys.version_info[0]}{sys.version_info[1]}"
-    return derived_tests_dir() / f"{file_sha256(data_file)}-{version}-v{DERIVED_TESTS_FORMAT}.json"
+    recorder = hashlib.sha256(derivation_program("", "", "", "f").encode()).hexdigest()[:12]
+    return derived_tests_dir() / f"{file_sha256(data_file)}-{version}-v{DERIVED_TESTS_FORMAT}-{recorder}.json"
 
 
 def _read_derived(path: Path, problems: Sequence[Mapping[str, Any]]) -> dict[str, DerivedTests] | None:

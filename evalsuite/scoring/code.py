@@ -168,14 +168,20 @@ def {RECORDER}():
     calls = []
     target = {entry_point}
 
+    def kept(value):  # a copy, so later mutation does not change the record (if it copies)
+        try:
+            return copy.deepcopy(value)
+        except Exception:
+            return value
+
     def recording(*args, **kwargs):
-        entry = [copy.deepcopy(args), copy.deepcopy(kwargs)]
+        entry = [kept(args), kept(kwargs)]
         try:
             value = target(*args, **kwargs)
         except BaseException as e:
             calls.append(entry + [None, type(e).__name__, str(e)[:200]])
             raise
-        calls.append(entry + [copy.deepcopy(value), None, ""])
+        calls.append(entry + [kept(value), None, ""])
         return value
 
     globals()[{entry_point!r}] = recording
