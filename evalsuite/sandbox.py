@@ -34,12 +34,15 @@ Isolation (``isolation=``):
   program gets a fresh ``/tmp`` (a tmpfs limited in bytes and inodes; its working
   directory, ``HOME`` and ``TMPDIR``), mounted by the worker before the program
   starts and detached once its last process is gone, which frees its files and
-  memory; nothing one program leaves there is seen by the next. When the harness runs as
-  root, programs run as an unprivileged uid of their own (``SANDBOX_UID_BASE +
-  worker index``), so that ``RLIMIT_NPROC`` applies (the kernel never applies it
-  to root) and they cannot signal or trace the worker, the starter or other
-  workers; without root the sandbox runs in a user namespace and programs run with
-  every capability dropped. The worker and the starter are not dumpable, so a
+  memory; nothing one program leaves there is seen by the next. When the harness
+  runs as root, programs run as an unprivileged uid of their own
+  (``SANDBOX_UID_BASE + worker index``), so that ``RLIMIT_NPROC`` applies (the
+  kernel never applies it to root) and they cannot signal or trace the worker, the
+  starter or other workers. Without root the sandbox runs in a user namespace and
+  programs run with every capability dropped, under the worker's uid: a program
+  may then stop or kill the starter, which the worker wakes or replaces before the
+  next program (the program itself times out or loses its exit status). The worker
+  and the starter are not dumpable, so a
   program cannot read their memory or open their file descriptors through
   ``/proc``. Each program also gets an IPC namespace of its own (System V shared
   memory, semaphores and message queues die with it) and may not use the kernel's
@@ -47,11 +50,13 @@ Isolation (``isolation=``):
   keyrings are not namespaced, so a key would outlive the program). After each
   program every other process of the sandbox is killed.
 - ``"none"``: no isolation, only the limits below and a fresh temporary directory
-  per program (no size or inode limit). Refused by :func:`resolve_isolation`
-  unless the caller allows running unsandboxed.
+  per program (no size or inode limit). A program runs as the harness's user and
+  can reach the harness and its files, so nothing it returns can be trusted.
+  Refused by :func:`resolve_isolation` unless the caller allows running unsandboxed.
 
 In both modes every program runs in its own session and process group, with
-``stdin`` from ``/dev/null`` and these resource limits (``setrlimit(2)``): CPU
+``stdin`` from ``/dev/null``, an environment of ``PATH``, ``HOME`` and ``TMPDIR``
+only, and these resource limits (``setrlimit(2)``): CPU
 time, address space, processes (threads count), file size, open files, no core
 files. A wall-clock limit SIGKILLs the whole group; output beyond a cap kills it
 too, and so do return values beyond their cap.
