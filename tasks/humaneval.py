@@ -296,6 +296,10 @@ def humaneval(
     problems = load_problems(path)
     by_id = {p["task_id"]: p for p in problems}
     hide = (path, derived_tests_dir())  # reference solutions and expected values stay out of the sandbox
+    try:  # it must exist when the workers start, to be masked should it lie under a visible path
+        derived_tests_dir().mkdir(parents=True, exist_ok=True)
+    except OSError:
+        pass  # an unwritable cache is only slower (see load_derived_tests)
     tests = load_derived_tests(path, problems, shared_pool(isolation, workers, hide), limits)
     verdicts_in_sandbox = {tid: t.reason for tid, t in tests.items() if t.reason is not None}
 
