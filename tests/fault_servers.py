@@ -12,6 +12,10 @@ the prompt text (the user messages joined, or the plain prompt):
 - ``--fail MARKER``: answer HTTP 500 every time;
 - ``--slow MARKER``: wait ``--slow-seconds`` before answering;
 - ``--word-delay S``: pause between streamed words (keeps requests in flight).
+
+``--replies FILE`` scripts the answers instead: a JSON list of ``[marker, reply]``;
+a prompt containing a marker gets that reply (the first marker found), others get
+:func:`reply_for`.
 """
 
 from __future__ import annotations
@@ -71,7 +75,8 @@ def make_handler(args: argparse.Namespace, stats: dict, lock: threading.Lock):
                 return self._json(500, {"error": {"message": "injected failure"}})
             if any(m in text for m in args.slow):
                 time.sleep(args.slow_seconds)
-            words = reply_for(text).split(" ")
+            scripted = next((reply for marker, reply in args.scripted if marker in text), None)
+            words = (scripted if scripted is not None else reply_for(text)).split(" ")
             try:
                 self.send_response(200)
                 self.send_header("Content-Type", "text/event-stream")
@@ -107,7 +112,12 @@ def main(argv=None) -> int:
     parser.add_argument("--slow", action="append", default=[])
     parser.add_argument("--slow-seconds", type=float, default=5.0)
     parser.add_argument("--word-delay", type=float, default=0.0)
+    parser.add_argument("--replies", default=None, help="JSON file: a list of [marker, reply]")
     args = parser.parse_args(argv)
+    args.scripted = []
+    if args.replies:
+        with open(args.replies, encoding="utf-8") as f:
+            args.scripted = [tuple(pair) for pair in json.load(f)]
     stats: dict = {"attempts": {}, "served": 0}
     server = ThreadingHTTPServer(("127.0.0.1", args.port), make_handler(args, stats, threading.Lock()))
     server.daemon_threads = True
