@@ -31,12 +31,12 @@ from __future__ import annotations
 
 import random
 import re
-from decimal import Decimal, InvalidOperation
 from pathlib import Path
 
 from evalsuite.data import data_dir as resolve_data_dir
 from evalsuite.data import read_jsonl, require_file
 from evalsuite.errors import UsageError
+from evalsuite.scoring.normalize import canonical_decimal, last_boxed, normalize_text
 from evalsuite.task import Scorer, Task, task
 from evalsuite.types import Message, Sample, SamplingParams, Score
 
@@ -49,11 +49,15 @@ COT_TEMPLATE = (
 )
 FEWSHOT_STOP = ("Question:", "</s>", "<|im_end|>")
 
-# A number as models write it: optional sign and $, thousands separators, decimals.
-_NUMBER = r"-?\$?\s?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?"
-_NUMBER_RE = re.compile(rf"(?<![\w.]){_NUMBER}")
+# A number after normalisation (evalsuite.scoring.normalize: signs, separators,
+# currency and LaTeX already mapped): not part of a word, a decimal, an exponent
+# (``m^{2}``) or a subscript.
+_NUMBER = r"-?(?:\d+(?:\.\d+)?|\.\d+)"
+_NUMBER_RE = re.compile(rf"(?<![\w.^_])(?<![\^_]\{{)(?<![\^_]\{{-){_NUMBER}", re.ASCII)
+# Between the anchor and the number: emphasis, colons, brackets, \boxed{, \( and \[.
 _STRICT_RE = re.compile(
-    rf"(?:####|\banswer\s+is\s*:?|\bfinal\s+answer\s*(?:is\s*)?:?)[*_\s]*({_NUMBER})",
+    r"(?:####|\banswer\s+is|\bfinal\s+answer(?:\s+is)?)(?:[*_\s:({\[]|\\boxed\s*\{|\\[(\[])*"
+    rf"({_NUMBER})(?![\d.]\d)",
     re.IGNORECASE,
 )
 
@@ -68,54 +72,33 @@ LM_EVAL_FEWSHOT = 5
 def normalize_number(text: str) -> str | None:
     """Canonical decimal string of a number as written, or None.
 
-    Drops ``$``, spaces and thousands separators and a trailing period; ``18.00``
-    becomes ``18``, ``-0.50`` becomes ``-0.5``.
+    The text is normalised first (:func:`evalsuite.scoring.normalize.normalize_text`:
+    Unicode signs and digits, thousands separators, ``$``), then spaces and a
+    trailing period are dropped; ``18.00`` becomes ``18``, ``-0.50`` becomes
+    ``-0.5``. Exact at any number of digits (never rounded).
     """
-    cleaned = text.replace("$", "").replace(",", "").replace(" ", "").rstrip(".")
-    try:
-        value = Decimal(cleaned)
-    except InvalidOperation:
-        return None
-    if not value.is_finite():
-        return None
-    value = value.normalize()
-    out = format(value, "f")
-    return "0" if out in ("-0", "0") else out
-
-
-def _last_boxed(text: str) -> str | None:
-    """Contents of the last ``\\boxed{...}``, braces balanced."""
-    start = text.rfind("\\boxed{")
-    if start < 0:
-        return None
-    depth, i = 0, start + len("\\boxed")
-    for j in range(i, len(text)):
-        if text[j] == "{":
-            depth += 1
-        elif text[j] == "}":
-            depth -= 1
-            if depth == 0:
-                return text[i + 1 : j]
-    return None
+    return canonical_decimal(normalize_text(text).replace(" ", "").rstrip("."))
 
 
 def strict_match(output: str) -> str | None:
-    """The answer where the format put it: the first ``#### N`` or "The answer is N".
+    """The answer where the format put it: the first ``#### N``, "The answer is N" or
+    "Final answer: N" (emphasis, ``$``, ``\\boxed{`` and brackets may come between).
 
     Only the first occurrence counts, so an invented follow-up question after the
-    answer does not change it. Returns the normalised number or None.
+    answer does not change it. Returns the canonical number or None.
     """
-    m = _STRICT_RE.search(output)
-    return normalize_number(m.group(1)) if m else None
+    m = _STRICT_RE.search(normalize_text(output))
+    return canonical_decimal(m.group(1)) if m else None
 
 
 def flexible_extract(output: str) -> str | None:
     """The last number inside the last ``\\boxed{}``, else the last number in the text."""
-    boxed = _last_boxed(output)
-    for text in (boxed, output) if boxed is not None else (output,):
-        numbers = _NUMBER_RE.findall(text)
+    text = normalize_text(output)
+    boxed = last_boxed(text)
+    for part in (boxed, text) if boxed is not None else (text,):
+        numbers = _NUMBER_RE.findall(part)
         if numbers:
-            return normalize_number(numbers[-1])
+            return canonical_decimal(numbers[-1])
     return None
 
 
