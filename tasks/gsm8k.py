@@ -20,27 +20,38 @@ Prompts:
 Scorers (named as in lm-evaluation-harness). With ``extraction="evalsuite"``
 (the default for ``cot``): ``strict-match`` reads the answer only where the
 format asked for it; ``flexible-extract`` takes the last ``\\boxed{}``, else the
-last number; both compare numbers after normalisation. With
+last number; both read the text through :mod:`evalsuite.scoring.normalize`
+(Unicode signs and digits, thousands separators under the shared comma rule,
+``$``, LaTeX) and compare exact decimals (never rounded). With
 ``extraction="lm-eval"`` (the default for ``fewshot``): lm-eval's own two
 filters (``#### N`` first match; last ``-?[$0-9.,]{2,}|-?[0-9]+`` match) and its
 ``exact_match`` string comparison after removing ``,``, ``$``, everything up to
-``#### `` and a final ``.``, case-insensitively (lm_eval/tasks/gsm8k/gsm8k.yaml).
+``#### `` and a final ``.``, case-insensitively (lm_eval/tasks/gsm8k/gsm8k.yaml),
+reproduced as they are for parity, so without evalsuite's normalisation.
+
+Second opinion (``second_opinion=True``, the default): math-verify reads every
+raw output against the gold and its verdict is recorded on the
+``flexible-extract`` row; the task's metrics carry the agreement
+(:mod:`evalsuite.scoring.second_opinion`).
 """
 
 from __future__ import annotations
 
+import os
 import random
 import re
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from evalsuite.data import data_dir as resolve_data_dir
 from evalsuite.data import read_jsonl, require_file
 from evalsuite.errors import UsageError
 from evalsuite.scoring.normalize import canonical_decimal, last_boxed, normalize_text
 from evalsuite.task import Scorer, Task, task
-from evalsuite.types import Message, Sample, SamplingParams, Score
+from evalsuite.types import Generation, Message, Sample, SampleRecord, SamplingParams, Score
 
-VERSION = "2"
+VERSION = "3"
 
 COT_TEMPLATE = (
     "Solve the following math word problem. Think step by step, then write the "
@@ -67,6 +78,7 @@ LM_EVAL_STRICT_RE = re.compile(r"#### (\-?[0-9\.\,]+)")
 LM_EVAL_FLEXIBLE_RE = re.compile(r"(-?[$0-9.,]{2,})|(-?[0-9]+)")
 LM_EVAL_IGNORE = (",", r"\$", r"(?s).*#### ", r"\.$")
 LM_EVAL_FEWSHOT = 5
+MATH_VERIFY_TIME_LIMIT_S = 5.0
 
 
 def normalize_number(text: str) -> str | None:
@@ -149,6 +161,32 @@ def _lm_eval_scorer(name: str, extract, primary: bool = False) -> Scorer:
     return Scorer(name, score, primary)
 
 
+SECOND_OPINION_ROW = "flexible-extract"
+
+
+def _with_math_verify(scorers: tuple[Scorer, ...]):
+    """A ``score_batch``: the scorers in-process, then math-verify on each output
+    against ``$<gold>$`` in the shared killable pool, attached to ``flexible-extract``."""
+    def score_batch(samples: Sequence[Sample], generations: Sequence[Generation]) -> list[dict[str, Score]]:
+        from evalsuite.scoring import second_opinion as mv
+        from evalsuite.scoring.equations import shared_pool
+
+        outputs = [g.text for g in generations]
+        rows = [{s.name: s.score(o, sample) for s in scorers} for sample, o in zip(samples, outputs)]
+        pool = shared_pool(max(1, os.cpu_count() or 1), MATH_VERIFY_TIME_LIMIT_S)
+        return mv.attach(rows, SECOND_OPINION_ROW, mv.run(outputs, [f"${s.target}$" for s in samples], pool))
+
+    return score_batch
+
+
+def aggregate(records: Sequence[SampleRecord]) -> dict[str, Any]:
+    """math-verify's agreement with ``flexible-extract`` (``math_verify``), when it ran."""
+    from evalsuite.scoring.second_opinion import agreement
+
+    second = agreement(records, SECOND_OPINION_ROW)
+    return {"math_verify": second} if second is not None else {}
+
+
 def _metadata(doc: dict, extraction: str) -> dict:
     if extraction == "lm-eval":  # the reference lm-eval's exact_match compares against
         return {"question": doc["question"], "reference": lm_eval_normalize(doc["answer"])}
@@ -194,6 +232,7 @@ def gsm8k(
     split: str = "test",
     fewshot_seed: int = 1234,
     extraction: str | None = None,
+    second_opinion: bool = True,
 ) -> Task:
     """GSM8K with the zero-shot chat CoT prompt, or lm-eval's few-shot prompt.
 
@@ -202,7 +241,10 @@ def gsm8k(
     lm-eval's gsm8k) drawn per item with ``fewshot_seed`` (lm-eval's default
     1234), see :func:`fewshot_shots`. ``extraction`` is ``evalsuite`` or
     ``lm-eval`` (defaults: ``evalsuite`` for ``cot``, ``lm-eval`` for ``fewshot``).
-    Raises UsageError for an unknown prompt or extraction or a negative shot count.
+    ``second_opinion``: also run math-verify on every output beside
+    ``flexible-extract`` (recorded and counted, never changing a score).
+    Raises UsageError for an unknown prompt or extraction, a negative shot count
+    or a non-boolean ``second_opinion``.
     """
     prompt = prompt or ("fewshot" if (num_fewshot or 0) > 0 else "cot")
     if prompt not in ("cot", "fewshot"):
@@ -212,6 +254,8 @@ def gsm8k(
     extraction = extraction or ("lm-eval" if prompt == "fewshot" else "evalsuite")
     if extraction not in ("evalsuite", "lm-eval"):
         raise UsageError(f"gsm8k: unknown extraction {extraction!r} (use 'evalsuite' or 'lm-eval')")
+    if not isinstance(second_opinion, bool):
+        raise UsageError(f"gsm8k: second_opinion must be true or false, got {second_opinion!r}")
     folder = resolve_data_dir(data_dir)
     docs, path = _load_split(split, folder)
     files = [path] if path else []
@@ -244,8 +288,10 @@ def gsm8k(
         samples=samples,
         scorers=scorers,
         params=params,
+        score_batch=_with_math_verify(scorers) if second_opinion else None,
+        aggregate=aggregate,
         data_files=tuple(p for p in files if p),
         source="openai/gsm8k (main)",
         args={"num_fewshot": num_fewshot, "prompt": prompt, "split": split, "fewshot_seed": fewshot_seed,
-              "extraction": extraction},
+              "extraction": extraction, "second_opinion": second_opinion},
     )

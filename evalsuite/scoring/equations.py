@@ -27,7 +27,9 @@ equations is reported separately (:func:`substitution_check`).
 
 from __future__ import annotations
 
+import atexit
 import functools
+import importlib
 import math
 import multiprocessing
 import os
@@ -160,6 +162,7 @@ _OPEN, _CLOSE = "([{", ")]}"
 class _Tok:
     kind: str  # num, word, op
     text: str
+    glued: bool = False  # no space before it in the text ("AZYUK2": the 2 is glued)
 
 
 def normalize(text: str) -> str:
@@ -202,6 +205,7 @@ def tokenize(text: str) -> list[_Tok]:
         m = _TOKEN_RE.match(text, pos)
         if m is None:
             raise ParseError(f"unexpected character {text[pos]!r}")
+        glued = pos > 0 and not text[pos - 1].isspace()
         pos = m.end()
         kind = m.lastgroup
         if kind == "ws":
@@ -216,7 +220,7 @@ def tokenize(text: str) -> list[_Tok]:
             kind = "op" if value in ("*", "/", "=", "\u00b1", "\u2213", "\u2248") else "word"
         elif kind == "op" and value == "**":
             value = "^"
-        out.append(_Tok(kind, value))
+        out.append(_Tok(kind, value, glued))
     return out
 
 
@@ -372,7 +376,7 @@ class _Parser:
                 raise CapExceeded("number literal longer than 40 digits")
             if "." in tok.text:  # a decimal is a float: compared with the relative tolerance
                 return sympy.Float(tok.text, max(30, len(tok.text) + 5))
-            return self.check(sympy.Integer(tok.text))
+            return self.check(sympy.Integer(self.numeral_base(tok.text)))
         if tok.text in ("(", "{", "["):
             value = self.expr()
             self.take(_CLOSE[_OPEN.index(tok.text)])
@@ -410,6 +414,25 @@ class _Parser:
             value = sympy.log(arg) if base is None else sympy.log(arg) / sympy.log(base)
             return self.check(value)
         raise ParseError(f"unknown name {name!r}")
+
+    def numeral_base(self, digits: str) -> int:
+        """``204_5`` and ``204_{5}`` are base-5 numerals (54); plain digits are decimal."""
+        if not self.at("_"):
+            return int(digits)
+        k = 2 if self.peek(1) is not None and self.peek(1).text == "{" else 1
+        base_tok = self.peek(k)
+        if base_tok is None or base_tok.kind != "num" or not base_tok.text.isdigit() \
+                or (k == 2 and (self.peek(3) is None or self.peek(3).text != "}")):
+            raise ParseError("a subscript after a number must be its base")
+        base = int(base_tok.text)
+        if not 2 <= base <= 36:
+            raise ParseError(f"base {base} is not 2 to 36")
+        try:
+            value = int(digits, base)
+        except ValueError:
+            raise ParseError(f"{digits} is not a base-{base} numeral") from None
+        self.i += 2 if k == 1 else 4
+        return value
 
     def digit_frac(self) -> sympy.Expr:
         r"""``\frac12`` = 1/2: LaTeX takes single characters as arguments."""
@@ -614,6 +637,23 @@ def _strip_trailing_prose(tokens: list[_Tok], known: set[str]) -> list[_Tok]:
     return tokens
 
 
+def _strip_leading_prose(tokens: list[_Tok], known: set[str]) -> list[_Tok]:
+    """Drops leading words outside the grammar (and commas between them) when a
+    number follows: "Jane started growing Sphere 3" -> ``3``. Raises ParseError when
+    the dropped words negate what follows ("not 5") or the number is glued to the
+    last of them ("AZYUK2A")."""
+    k = 0
+    while k < len(tokens) and (tokens[k].kind == "word" and tokens[k].text not in known or tokens[k].text == ","):
+        k += 1
+    if k == 0 or k == len(tokens) or not (tokens[k].kind == "num" or tokens[k].text == "-"):
+        return tokens
+    if tokens[k].glued and tokens[k - 1].kind == "word":
+        raise ParseError("digits glued to a word are part of it")  # "AZYUK2A" holds no number
+    if {t.text.lower() for t in tokens[:k]} & _NEGATIONS:
+        raise ParseError("the answer is negated")
+    return tokens[k:]
+
+
 def _cut_approximation(item: list[_Tok]) -> list[_Tok]:
     """``x = 1/3 ≈ 0.33`` -> ``x = 1/3`` (the exact value stated first is the answer);
     ``x ≈ 0.33`` -> ``x = 0.33`` (only an approximation was stated)."""
@@ -651,7 +691,7 @@ def parse_answer(segment: str, variables: Sequence[str], limits: Limits = Limits
     text = _LEAD_RE.sub("", text).strip().strip("*").strip()
     tokens = tokenize(text)
     known = {*_FUNCTIONS, *_CONSTANTS, *variables, "pi", "frac", "or", "and", *_MULTIPLICITY_WORDS}
-    tokens = _strip_trailing_prose(tokens, known)
+    tokens = _strip_leading_prose(_strip_trailing_prose(tokens, known), known)
     if not tokens:
         raise ParseError("empty answer")
     n = len(variables)
@@ -671,7 +711,8 @@ def parse_answer(segment: str, variables: Sequence[str], limits: Limits = Limits
                 names.append(name)
             elif n > 1 or _mentions(side, variables):
                 raise ParseError("left side of '=' is not a variable")
-            # else: working shown in a chain ("5 + 6 = 11"), not a claim
+            else:  # working shown in a chain ("5 + 6 = 11"): a closed value, not a claim
+                _Parser(side, limits).parse()
         if n > 1 and _enclosed(rhs) and rhs[0].text != "{":
             members = [rhs]  # one solution tuple
         else:
@@ -714,8 +755,9 @@ def parse_answer(segment: str, variables: Sequence[str], limits: Limits = Limits
 # Finding the answer in a model's output
 
 _FINAL_RE = re.compile(r"final\s+answer\s*(?:is)?[\s*_:]*(?:is\b)?[\s:]*", re.IGNORECASE)
-_SENTENCE_END_RE = re.compile(r"(?<!\d\.)(?<![.\s]\d)\.(?=\s)|\.(?=\s+[A-Z])")
+_SENTENCE_END_RE = re.compile(r"\.(?=\s)|\.?\$\$")
 _COPULA_RE = re.compile(r"\b(?:is|are|was|were|be|equals?)\b|'s\b|:", re.IGNORECASE)
+_DISPLAY_RE = re.compile(r"\\\[(.*?)\\\]|\$\$(.*?)\$\$", re.DOTALL)
 _NEGATED_RE = re.compile(r"^\W*(?:not|no|never|n't)\b", re.IGNORECASE)
 
 
@@ -728,23 +770,32 @@ def _last_boxed_line(text: str) -> str | None:
     return text[line_start: None if line_end < 0 else line_end]
 
 
-def segment_variants(segment: str) -> list[str]:
-    """A candidate segment, then its first sentence, then the clause after its
-    last "is"/"are"/"equals"/":" (unless that clause is negated), each if different.
+def _clause(text: str) -> str | None:
+    """What follows the last "is"/"are"/"equals"/":" of ``text``, unless negated."""
+    cuts = list(_COPULA_RE.finditer(text))
+    if not cuts:
+        return None
+    clause = text[cuts[-1].end():]
+    return clause if clause.strip() and not _NEGATED_RE.match(clause) else None
 
-    "$x = 3$. I hope it is correct." -> ``$x = 3$``; "The largest n is 34." -> ``34.``
+
+def segment_variants(segment: str) -> list[str]:
+    """Shorter readings of a candidate segment, each tried if the one before fails:
+    its first sentence and the clause after that sentence's last "is"/"are"/":";
+    then the same for its last sentence holding a digit.
+
+    "$x = 3$. I hope it is correct." -> ``$x = 3$``; "The largest n is 34." ->
+    `` 34``; "... there are 12 sequences. I hope it is correct." -> `` 12 sequences``.
     """
-    out = [segment]
-    m = _SENTENCE_END_RE.search(segment)
-    first = segment[: m.start()] if m else segment
-    for text in (first, segment):
-        if text not in out:
-            out.append(text)
-        cuts = list(_COPULA_RE.finditer(text))
-        if cuts:
-            clause = text[cuts[-1].end():]
-            if clause.strip() and not _NEGATED_RE.match(clause) and clause not in out:
-                out.append(clause)
+    sentences = [s for s in _SENTENCE_END_RE.split(segment) if s.strip()]
+    if not sentences:
+        return []
+    with_digit = [s for s in sentences if any(c.isdigit() for c in s)]
+    out: list[str] = []
+    for sentence in (sentences[0], with_digit[-1] if with_digit else None):
+        for text in (sentence, _clause(sentence) if sentence else None):
+            if text and text != segment and text not in out:
+                out.append(text)
     return out
 
 
@@ -755,9 +806,11 @@ def candidate_segments(output: str, variables: Sequence[str]) -> list[str]:
     2. the line of the last ``\\boxed{}``, then that box's contents alone;
     3. the last line stating a solution (``x = ``, ``x_1 =``, ``(x, y) =``, a set,
        "no solution"), from that statement on;
-    4. the last non-empty line.
+    4. the last non-empty line;
+    5. the contents of the last display-math block (``\\[...\\]``, ``$$...$$``,
+       which may span lines, unlike inline math).
 
-    Each is tried as it is, then as :func:`segment_variants` cuts it.
+    Each is followed by its :func:`segment_variants`.
     """
     out: list[str] = []
     finals = list(_FINAL_RE.finditer(output))
@@ -765,13 +818,11 @@ def candidate_segments(output: str, variables: Sequence[str]) -> list[str]:
         rest = output[finals[-1].end():]
         lines = [ln for ln in rest.split("\n") if ln.strip().strip("*$").strip()]
         if lines:
-            out.append(lines[0])
+            out += [lines[0], *segment_variants(lines[0])]
     boxed = _last_boxed_line(output)
     if boxed is not None:
-        out.append(boxed)
         inner = last_boxed(output)
-        if inner is not None:
-            out.append(inner)
+        out += [boxed, *([inner] if inner is not None else []), *segment_variants(boxed)]
     names = "|".join(re.escape(v) for v in variables)
     statement = re.compile(
         rf"(?<![A-Za-z\\])(?:\(\s*(?:{names})\s*(?:,\s*(?:{names})\s*)+\)\s*=|(?:{names})(?:_\{{?\w+\}}?|\d)?\s*(?:=|\\in|∈)"
@@ -782,31 +833,34 @@ def candidate_segments(output: str, variables: Sequence[str]) -> list[str]:
     for line in reversed(lines):
         m = statement.search(line)
         if m is not None:
-            out.append(line[m.start():])
+            out += [line[m.start():], *segment_variants(line[m.start():])]
             break
     if lines:
-        out.append(lines[-1])
-    seen: list[str] = []
-    for s in out:
-        for variant in segment_variants(s):
-            if variant not in seen:
-                seen.append(variant)
-    return seen
+        out += [lines[-1], *segment_variants(lines[-1])]
+    display = list(_DISPLAY_RE.finditer(output))
+    if display:
+        out.append(next(g for g in display[-1].groups() if g is not None).replace("\n", " "))
+    return list(dict.fromkeys(out))
 
 
 def extract_answer(output: str, variables: Sequence[str], limits: Limits = Limits()) -> list[tuple[sympy.Expr, ...]] | None:
     """The claimed solutions of the first candidate segment that parses, else None.
 
-    Raises CapExceeded when the output, or a candidate consulted before one that
-    parses, is over a cap.
+    Raises CapExceeded when the output is over the size cap, or when no candidate
+    parses and one of them was over a cap.
     """
     if len(output) > limits.max_output_chars:
         raise CapExceeded(f"output of {len(output)} characters exceeds {limits.max_output_chars}")
+    over: CapExceeded | None = None
     for segment in candidate_segments(normalize_unicode(output), variables):
         try:
             return parse_answer(segment, variables, limits)
         except (ParseError, ZeroDivisionError):
             continue
+        except CapExceeded as e:  # a long prose line is not the answer; an over-cap one counts if nothing else parses
+            over = over or e
+    if over is not None:
+        raise over
     return None
 
 
@@ -1044,10 +1098,22 @@ def _parsed_spec(spec: EquationSpec) -> tuple[list[tuple[sympy.Expr, ...]], list
     return gold, [parse_equation(e, spec.variables, _TRUSTED) for e in spec.equations]
 
 
+def math_verify_gold(spec: EquationSpec) -> sympy.Basic:
+    """The gold solutions as math-verify compares them: one value, a ``FiniteSet`` of
+    values, a ``Tuple`` (a system's one solution) or a ``FiniteSet`` of tuples, or
+    ``EmptySet``. math-verify compares sets, so a repeated root appears once."""
+    gold = _parsed_spec(spec)[0]
+    items = [g[0] if len(g) == 1 else sympy.Tuple(*g) for g in gold]
+    unique = list(dict.fromkeys(items))
+    if not unique:
+        return sympy.EmptySet
+    return unique[0] if len(unique) == 1 else sympy.FiniteSet(*unique)
+
+
 # ---------------------------------------------------------------------------
 # Killable workers
 
-def _worker_main(conn, memory_mib: int) -> None:
+def _worker_main(conn, memory_mib: int, preload: tuple[str, ...] = ()) -> None:
     try:
         import resource
 
@@ -1055,6 +1121,14 @@ def _worker_main(conn, memory_mib: int) -> None:
         resource.setrlimit(resource.RLIMIT_AS, (cap, cap))
     except (ImportError, ValueError, OSError):
         pass
+    for entry in preload:  # before "ready", so no job's time limit pays for imports and warm-up
+        module, _, function = entry.partition(":")
+        try:
+            loaded = importlib.import_module(module)
+            if function:
+                getattr(loaded, function)()
+        except Exception:  # noqa: BLE001 -- a failed warm-up only makes the first job slower
+            pass
     conn.send(("ready", None))
     while True:
         try:
@@ -1101,18 +1175,22 @@ class VerifierPool:
     A job is dispatched only to a worker that has finished starting (so start-up
     is not charged to it); a job over ``time_limit_s`` has its worker killed
     (SIGKILL) and replaced; a worker that dies is replaced too. Workers are
-    started with ``spawn``, so the pool is safe beside vLLM's threads.
+    started with ``spawn``, so the pool is safe beside vLLM's threads; each
+    imports the ``preload`` modules (``"module"`` or ``"module:function"``, the
+    function called once) before it takes a job, and runs jobs on its main
+    thread (where SIGALRM-based timeouts, such as math-verify's, work).
     """
 
     workers: int = field(default_factory=lambda: max(1, os.cpu_count() or 1))
     time_limit_s: float = 5.0
     memory_mib: int = 2048
+    preload: tuple[str, ...] = ("sympy",)
     _pool: list[_Worker] = field(default_factory=list, init=False, repr=False)
 
     def _start(self) -> _Worker:
         ctx = multiprocessing.get_context("spawn")
         parent, child = ctx.Pipe()
-        proc = ctx.Process(target=_worker_main, args=(child, self.memory_mib), daemon=True,
+        proc = ctx.Process(target=_worker_main, args=(child, self.memory_mib, self.preload), daemon=True,
                            name="evalsuite-verifier")
         proc.start()
         child.close()
@@ -1222,3 +1300,23 @@ def verify_many(outputs: Sequence[str], specs: Sequence[EquationSpec], pool: Ver
             verdicts.append(Verdict("unverifiable", None, "unverifiable", None,
                                     f"worker {outcome.status}: {outcome.value or ''}".strip()))
     return verdicts
+
+
+_SHARED: dict[tuple[int, float], VerifierPool] = {}
+
+
+def shared_pool(workers: int, time_limit_s: float) -> VerifierPool:
+    """One pool per ``(workers, time_limit_s)`` for the process, reused across batches
+    and tasks, closed at exit. Its workers preload sympy and warm math-verify up."""
+    key = (workers, time_limit_s)
+    if key not in _SHARED:
+        _SHARED[key] = VerifierPool(workers=workers, time_limit_s=time_limit_s,
+                                    preload=("sympy", "evalsuite.scoring.second_opinion:warm_up"))
+    return _SHARED[key]
+
+
+@atexit.register
+def _close_shared_pools() -> None:
+    for pool in _SHARED.values():
+        pool.close()
+    _SHARED.clear()

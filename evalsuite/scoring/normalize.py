@@ -25,7 +25,7 @@ text through :func:`normalize_text` (the needle matcher through
    their ASCII forms; then every decimal digit of any script (category ``Nd``:
    Arabic-Indic, Devanagari ...) becomes its ASCII digit.
 
-3. **LaTeX forms of numbers** (:func:`_latex_numbers`): ``{,}`` and ``,\!`` are
+3. **LaTeX forms of numbers** (:func:`_latex_numbers`): ``{,}`` (also ``{, }``) and ``,\!`` are
    thousands separators (how LaTeX typesets them); ``\$`` and ``\%`` are ``$`` and
    ``%``; ``\text{..}``, ``\textbf``, ``\textnormal``, ``\mathrm``, ``\mathbf``,
    ``\mbox``, ``\operatorname`` are replaced by their contents; ``\left``/``\right``
@@ -128,7 +128,7 @@ def normalize_unicode(text: str) -> str:
 _TEXT_CMD_RE = re.compile(
     r"\\(?:text|textbf|textit|textrm|textnormal|textsf|texttt|mathrm|mathbf|mathit|mathsf|mathtt|mbox|operatorname)"
     r"\s*\{([^{}]*)\}")
-_LATEX_GROUP_RE = re.compile(r"(?<=\d)(?:\{,\}|,\\!\s*)(?=\d{3}(?!\d))")
+_LATEX_GROUP_RE = re.compile(r"(?<=\d)(?:\s?\{\s?,\s?\}\s?|,\\!\s*)(?=\d{3}(?!\d))")
 _SPACING_RE = re.compile(r"\\[,;:! ]|\\q?quad(?![a-zA-Z])|\\(?:left|right)(?![a-zA-Z])\.?|~|\\displaystyle(?![a-zA-Z])")
 _DEGREE_RE = re.compile(r"\^\s*\{?\s*\\circ\s*\}?|°")
 
