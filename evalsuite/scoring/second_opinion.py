@@ -58,29 +58,51 @@ def math_verify_job(output: str, gold: Any, timeout_s: int) -> dict[str, Any]:
 
     ``gold`` is a LaTeX string (parsed by math-verify) or a sympy object (a number,
     ``FiniteSet`` of roots, ``Tuple`` for a system, ``EmptySet``). Returns
-    ``{"verdict": 1.0 or 0.0, "answer": math-verify's reading or None}``; nothing
-    read is verdict 0.0. ``timeout_s`` (>= 1) goes to math-verify's parsing and
-    comparison timeouts.
+    ``{"status": "ok", "verdict": 1.0 or 0.0, "answer": its reading or None}``
+    (nothing read is verdict 0.0), or ``{"status": "timeout", "verdict": None, ...}``
+    when one of math-verify's own timeouts (``timeout_s`` >= 1 s each for parsing
+    and comparing) fired: math-verify itself would report that as a plain "wrong".
+    Any other error inside math-verify counts as it would by default (nothing read,
+    or not equal).
     """
     for name in ("math_verify", "latex2sympy2_extended"):  # it logs whole inputs on a timeout
         logging.getLogger(name).setLevel(logging.CRITICAL)
     from math_verify import ExprExtractionConfig, LatexExtractionConfig, parse, verify
+    from math_verify.errors import TimeoutException
 
     targets = [LatexExtractionConfig(), ExprExtractionConfig()]
-    gold_parsed = parse(gold, targets, parsing_timeout=timeout_s) if isinstance(gold, str) else [gold]
-    pred = parse(output, targets, parsing_timeout=timeout_s)
-    if not pred or not gold_parsed:
-        return {"verdict": 0.0, "answer": None}
-    right = verify(gold_parsed, pred, timeout_seconds=timeout_s)
-    return {"verdict": 1.0 if right else 0.0, "answer": str(pred[-1])[:500]}
+
+    def read(text: str) -> list:
+        try:
+            return parse(text, targets, parsing_timeout=timeout_s, raise_on_error=True)
+        except TimeoutException:
+            raise
+        except Exception:  # noqa: BLE001 -- math-verify's own default: an unreadable text reads as nothing
+            return []
+
+    try:
+        gold_parsed = read(gold) if isinstance(gold, str) else [gold]
+        pred = read(output)
+        if not pred or not gold_parsed:
+            return {"status": "ok", "verdict": 0.0, "answer": None}
+        try:
+            right = verify(gold_parsed, pred, timeout_seconds=timeout_s, raise_on_error=True)
+        except TimeoutException:
+            raise
+        except Exception:  # noqa: BLE001 -- math-verify's own default: a failed comparison is "not equal"
+            right = False
+    except TimeoutException:
+        return {"status": "timeout", "verdict": None, "answer": None, "detail": "math-verify's own timeout"}
+    return {"status": "ok", "verdict": 1.0 if right else 0.0, "answer": str(pred[-1])[:500]}
 
 
 def run(outputs: Sequence[str], golds: Sequence[Any], pool) -> list[dict[str, Any]]:
     """math-verify's opinion on each ``(output, gold)`` pair, checked in ``pool``.
 
-    Each opinion: ``verifier`` (name and version), ``status`` (``ok``, ``timeout``,
-    ``error`` or ``died``), ``verdict`` (1.0/0.0, None unless ``ok``), ``answer``,
-    and ``detail`` for a failure. Never raises for a check's failure.
+    Each opinion: ``verifier`` (name and version), ``status`` (``ok``; ``timeout``
+    for math-verify's own timeout or the pool's kill; ``error`` or ``died``),
+    ``verdict`` (1.0/0.0, None unless ``ok``), ``answer``, and ``detail`` for a
+    failure. Never raises for a check's failure.
     """
     inner = max(1, int(pool.time_limit_s / 3))  # parse gold, parse output, compare: each below the kill
     outcomes = pool.map(math_verify_job, [(o, g, inner) for o, g in zip(outputs, golds)])
@@ -88,7 +110,7 @@ def run(outputs: Sequence[str], golds: Sequence[Any], pool) -> list[dict[str, An
     out = []
     for outcome in outcomes:
         if outcome.status == "ok":
-            out.append({"verifier": name, "status": "ok", **outcome.value})
+            out.append({"verifier": name, **outcome.value})
         else:
             out.append({"verifier": name, "status": outcome.status, "verdict": None, "answer": None,
                         "detail": str(outcome.value or "")[:300] or None})
