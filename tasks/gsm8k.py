@@ -201,7 +201,7 @@ def _load_split(split: str, folder: Path | None) -> tuple[list[dict], Path | Non
         import datasets
 
         return list(datasets.load_dataset("openai/gsm8k", "main", split=split)), None
-    except Exception as e:  # offline, no datasets package, hub error: all one fix
+    except Exception as e:  # noqa: BLE001 -- offline, no datasets package, hub error: all one fix
         raise UsageError(
             f"GSM8K could not be loaded from the hub ({type(e).__name__}); "
             "pass --data-dir (or set EVALSUITE_DATA_DIR) to a folder with gsm8k/test.jsonl"

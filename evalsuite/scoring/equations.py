@@ -34,6 +34,7 @@ import math
 import multiprocessing
 import os
 import re
+import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -757,8 +758,19 @@ def parse_answer(segment: str, variables: Sequence[str], limits: Limits = Limits
 _FINAL_RE = re.compile(r"final\s+answer\s*(?:is)?[\s*_:]*(?:is\b)?[\s:]*", re.IGNORECASE)
 _SENTENCE_END_RE = re.compile(r"\.(?=\s)|\.?\$\$")
 _COPULA_RE = re.compile(r"\b(?:is|are|was|were|be|equals?)\b|'s\b|:", re.IGNORECASE)
-_DISPLAY_RE = re.compile(r"\\\[(.*?)\\\]|\$\$(.*?)\$\$", re.DOTALL)
 _NEGATED_RE = re.compile(r"^\W*(?:not|no|never|n't)\b", re.IGNORECASE)
+
+
+def _last_display(text: str) -> str | None:
+    """Contents of the last display-math block, ``\\[...\\]`` or ``$$...$$`` (found
+    from the end: linear time)."""
+    best = None
+    for opener, closer in (("\\[", "\\]"), ("$$", "$$")):
+        end = text.rfind(closer)
+        start = text.rfind(opener, 0, end) if end > 0 else -1
+        if start >= 0 and (best is None or end > best[1]):
+            best = (start + len(opener), end)
+    return text[best[0]: best[1]] if best else None
 
 
 def _last_boxed_line(text: str) -> str | None:
@@ -837,9 +849,9 @@ def candidate_segments(output: str, variables: Sequence[str]) -> list[str]:
             break
     if lines:
         out += [lines[-1], *segment_variants(lines[-1])]
-    display = list(_DISPLAY_RE.finditer(output))
-    if display:
-        out.append(next(g for g in display[-1].groups() if g is not None).replace("\n", " "))
+    display = _last_display(output)
+    if display is not None:
+        out.append(display.replace("\n", " "))
     return list(dict.fromkeys(out))
 
 
@@ -1127,8 +1139,8 @@ def _worker_main(conn, memory_mib: int, preload: tuple[str, ...] = ()) -> None:
             loaded = importlib.import_module(module)
             if function:
                 getattr(loaded, function)()
-        except Exception:  # noqa: BLE001 -- a failed warm-up only makes the first job slower
-            pass
+        except Exception as e:  # noqa: BLE001 -- a failed warm-up only makes the first job slower
+            print(f"evalsuite-verifier: preload {entry} failed: {type(e).__name__}", file=sys.stderr)
     conn.send(("ready", None))
     while True:
         try:

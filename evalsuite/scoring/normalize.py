@@ -64,11 +64,9 @@ from __future__ import annotations
 
 import re
 import unicodedata
-from collections.abc import Callable
 
 __all__ = [
     "UNICODE_MAP",
-    "balanced_after",
     "canonical_decimal",
     "join_digit_groups",
     "last_boxed",
@@ -101,7 +99,8 @@ fractions are rewritten by their own rules, see the module docstring)."""
 _MAP_RE = re.compile("[" + re.escape("".join(UNICODE_MAP)) + "]")
 _SUPER_RE = re.compile("[" + "".join(_SUPERSCRIPTS) + "]+")
 _SUB_RE = re.compile("[" + "".join(_SUBSCRIPTS) + "]+")
-_VULGAR_RE = re.compile(r"(\d*)[ \u00a0\u2009\u202f]?([" + "".join(_VULGAR) + "])")
+_VULGAR_ANY_RE = re.compile("[" + "".join(_VULGAR) + "]")
+_VULGAR_RE = re.compile(r"(?<!\d)(\d*)[ \u00a0\u2009\u202f]?([" + "".join(_VULGAR) + "])")
 _OTHER_DIGIT_RE = re.compile(r"(?![0-9])\d")  # str patterns: \d is every Unicode Nd digit
 # Currency signs outside the BMP are all in rare historic scripts; the BMP scan is cheap at import.
 _CURRENCY_RE = re.compile("[" + re.escape("".join(
@@ -118,7 +117,8 @@ def normalize_unicode(text: str) -> str:
     text = _MAP_RE.sub(lambda m: UNICODE_MAP[m.group()], text)
     text = _SUPER_RE.sub(lambda m: "^{" + "".join(_SUPERSCRIPTS[c] for c in m.group()) + "}", text)
     text = _SUB_RE.sub(lambda m: "_{" + "".join(_SUBSCRIPTS[c] for c in m.group()) + "}", text)
-    text = _VULGAR_RE.sub(_vulgar, text)
+    if _VULGAR_ANY_RE.search(text):
+        text = _VULGAR_RE.sub(_vulgar, text)
     text = unicodedata.normalize("NFKC", text)
     if text.isascii():
         return text
@@ -150,11 +150,9 @@ def _latex_numbers(text: str) -> str:
 
 
 _DOLLAR_RE = re.compile(r"\$[ \t]?(?=-?\.?\d)")
-_SIGN_RE = re.compile(
-    r"(?:(?<=^)|(?<=[\n=:(\[{$,])|(?<=\b(?:is|be))|(?<=\b(?:are|was))|(?<=\bwere)|(?<=\bequal)|(?<=\bequals))"
-    r"([ \t]*)-[ \t]+(?=\.?\d)",
-    re.IGNORECASE,
-)
+# A sign may stand at the start, after = : ( [ { $ , or a newline, or after is/are/was/were/be/equal(s).
+_SIGN_RE = re.compile(r"(^|[\n=:(\[{$,]|\b(?:is|are|was|were|be|equals?))([ \t]*)-[ \t]+(?=\.?\d)", re.IGNORECASE)
+
 
 # A first group of 1-3 digits (no leading 0), then groups of exactly 3 after one
 # kind of separator, and no further digit (or separator and digit) after them.
@@ -185,7 +183,8 @@ def normalize_text(text: str) -> str:
         text = _CURRENCY_RE.sub(" ", text)
     if "$" in text:
         text = _DOLLAR_RE.sub("", text).replace("$", " ")
-    text = _SIGN_RE.sub(r"\1-", text)
+    if "-" in text:
+        text = _SIGN_RE.sub(r"\1\2-", text)
     return join_digit_groups(text)
 
 
@@ -202,47 +201,49 @@ def match_key(text: str) -> tuple[str, ...]:
 # ---------------------------------------------------------------------------
 # Braces
 
-def balanced_after(text: str, start: int) -> int | None:
-    """Index of the ``}`` closing the ``{`` at ``text[start]``, or None if unclosed."""
-    depth = 0
-    for j in range(start, len(text)):
-        ch = text[j]
+def _closing(text: str) -> dict[int, int]:
+    """Every ``{`` that closes, mapped to its ``}``: one pass, a stack, no recursion."""
+    stack: list[int] = []
+    pairs: dict[int, int] = {}
+    for j, ch in enumerate(text):
         if ch == "{":
-            depth += 1
-        elif ch == "}":
-            depth -= 1
-            if depth == 0:
-                return j
-    return None
+            stack.append(j)
+        elif ch == "}" and stack:
+            pairs[stack.pop()] = j
+    return pairs
 
 
 _BOXED_RE = re.compile(r"\\(?:boxed|fbox)\s*\{")
 
 
 def last_boxed(text: str) -> str | None:
-    """Contents of the last ``\\boxed{...}`` (or ``\\fbox``), braces balanced; None if none closes."""
-    starts = [m.end() - 1 for m in _BOXED_RE.finditer(text)]
-    for start in reversed(starts):
-        end = balanced_after(text, start)
+    """Contents of the last ``\\boxed{...}`` (or ``\\fbox``) whose braces close; None if none."""
+    if "box" not in text:
+        return None
+    pairs = _closing(text)
+    for m in reversed(list(_BOXED_RE.finditer(text))):
+        end = pairs.get(m.end() - 1)
         if end is not None:
-            return text[start + 1: end]
+            return text[m.end(): end]
     return None
 
 
-def unbox(text: str, keep: Callable[[str], str] = lambda inner: inner) -> str:
-    """Replaces every ``\\boxed{X}`` by ``keep(X)`` (braces balanced); an unclosed
-    ``\\boxed{`` is dropped."""
-    out, pos = [], 0
+def unbox(text: str) -> str:
+    """Every ``\\boxed{X}`` replaced by ``X`` (nested ones too); an unclosed ``\\boxed{``
+    is dropped. Linear in the length of the text (no recursion)."""
+    if "box" not in text:
+        return text
+    pairs = _closing(text)
+    cuts = []  # (start, stop) spans to delete: each "\boxed{" and its closing brace
     for m in _BOXED_RE.finditer(text):
-        if m.start() < pos:
-            continue
-        end = balanced_after(text, m.end() - 1)
-        out.append(text[pos: m.start()])
-        if end is None:
-            pos = m.end()
-            continue
-        out.append(keep(unbox(text[m.end(): end], keep)))
-        pos = end + 1
+        cuts.append((m.start(), m.end()))
+        end = pairs.get(m.end() - 1)
+        if end is not None:
+            cuts.append((end, end + 1))
+    out, pos = [], 0
+    for start, stop in sorted(cuts):
+        out.append(text[pos:start])
+        pos = stop
     out.append(text[pos:])
     return "".join(out)
 

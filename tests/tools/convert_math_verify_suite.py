@@ -72,8 +72,8 @@ def parametrized_rows(folder: Path):
                 for node in dec.args[1].elts:
                     try:
                         values = ast.literal_eval(node)
-                    except ValueError:  # an f-string row: evaluate its one known form
-                        values = eval(compile(ast.Expression(node), str(path), "eval"), {"math": math})  # noqa: S307 -- our own checkout's literal
+                    except ValueError:  # an f-string row (test_float_precision): our own checkout's literal
+                        values = eval(compile(ast.Expression(node), str(path), "eval"), {"math": math})
                     row = dict(zip(names, values if isinstance(values, tuple) else (values,)))
                     yield path.name, node.lineno, fn.name, row
 
