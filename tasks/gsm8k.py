@@ -166,14 +166,15 @@ SECOND_OPINION_ROW = "flexible-extract"
 
 def _with_math_verify(scorers: tuple[Scorer, ...]):
     """A ``score_batch``: the scorers in-process, then math-verify on each output
-    against ``$<gold>$`` in the shared killable pool, attached to ``flexible-extract``."""
+    against ``$<gold>$`` in the shared killable pool (one worker per core, at most
+    8), attached to ``flexible-extract``."""
     def score_batch(samples: Sequence[Sample], generations: Sequence[Generation]) -> list[dict[str, Score]]:
         from evalsuite.scoring import second_opinion as mv
         from evalsuite.scoring.equations import shared_pool
 
         outputs = [g.text for g in generations]
         rows = [{s.name: s.score(o, sample) for s in scorers} for sample, o in zip(samples, outputs)]
-        pool = shared_pool(max(1, os.cpu_count() or 1), MATH_VERIFY_TIME_LIMIT_S)
+        pool = shared_pool(max(1, min(8, os.cpu_count() or 1)), MATH_VERIFY_TIME_LIMIT_S)
         return mv.attach(rows, SECOND_OPINION_ROW, mv.run(outputs, [f"${s.target}$" for s in samples], pool))
 
     return score_batch
