@@ -152,5 +152,5 @@ def test_a_run_records_math_verify_and_the_report_lists_disagreements(tmp_path, 
 
     folder = write_report([result.run_dir], name="mv", output_dir=tmp_path / "reports")
     report = (folder / "report.md").read_text()
-    assert "Second opinion: math-verify" in report and "| r | gsm8k | flexible-extract | 2 / 3 |" in report
+    assert "Second opinion: math-verify" in report and "| gsm8k | flexible-extract | 2 / 3 |" in report
     assert "test-1, test-2" in report
