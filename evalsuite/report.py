@@ -633,6 +633,30 @@ def extras_table(runs: Sequence[RunData], labels: Sequence[str], tasks: Sequence
     return Table("Task metrics", ["task", "metric"] + list(labels), rows, css_id="extras")
 
 
+def second_opinion_table(runs: Sequence[RunData], labels: Sequence[str], tasks: Sequence[str],
+                         shown: int = 30) -> Table | None:
+    """Where math-verify's verdict differs from evalsuite's (``metrics[task]["math_verify"]``,
+    :func:`evalsuite.scoring.second_opinion.agreement`): one row per run and task, with
+    the disagreeing sample ids (``id`` or ``id#repeat``; the first ``shown``)."""
+    rows = []
+    for label, run in zip(labels, runs):
+        for task in tasks:
+            mv = (run.metrics.get(task) or {}).get("math_verify")
+            if not isinstance(mv, Mapping):
+                continue
+            ids = [f"{d['sample_id']}#{d['repeat']}" if d.get("repeat") else str(d["sample_id"])
+                   for d in mv.get("disagreements") or []]
+            more = (mv.get("disagree") or 0) - len(ids[:shown])
+            rows.append([label, task, str(mv.get("scorer")), f"{fmt(mv.get('disagree'))} / {fmt(mv.get('n'))}",
+                         fmt(mv.get("agreement"), 3), ", ".join(ids[:shown]) + (f" (+{more} more)" if more > 0 else "")
+                         or "(none)"])
+    if not rows:
+        return None
+    return Table("Second opinion: math-verify", ["run", "task", "row", "disagree / n", "agreement", "sample ids"],
+                 rows, note="Samples where math-verify's verdict differs from evalsuite's (evalsuite's is the "
+                 "score; see the README's scoring section).", css_id="second-opinion")
+
+
 # --------------------------------------------------------------------------- flips
 
 @dataclass(frozen=True)
@@ -900,6 +924,9 @@ def build_report(runs: Sequence[RunData], name: str) -> Report:
     extras = extras_table(runs, labels, tasks)
     if extras is not None:
         tables.append(extras)
+    second = second_opinion_table(runs, labels, tasks)
+    if second is not None:
+        tables.append(second)
     flips = [(labels[0], label, flipped_samples(runs[0], run)) for label, run in zip(labels[1:], runs[1:])]
     verdicts = {run_verdict([r for r in rows if r.label == label]) for label in labels[1:]}
     verdict_class = ("mixed" if "mixed" in verdicts or {BETTER, WORSE} <= verdicts
