@@ -66,6 +66,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--batch-size", type=int, default=256, help="requests per backend call (and per results flush)")
     run.add_argument("--output-dir", type=Path, default=Path("results"))
     run.add_argument("--run-id", default=None)
+    run.add_argument("--label", default=None,
+                     help="a short name for the run in reports (default: derived from what differs between runs)")
     run.add_argument("--tensor-parallel-size", type=int, default=1)
     run.add_argument("--max-model-len", type=int, default=None)
     run.add_argument("--gpu-memory-utilization", type=float, default=None)
@@ -138,7 +140,7 @@ def config_from_args(args: argparse.Namespace):
             "base_urls": tuple(args.base_url) or None, "max_concurrency": args.max_concurrency,
             "request_timeout": args.request_timeout, "max_retries": args.max_retries,
             "data_parallel_size": args.data_parallel_size}.items() if v is not None},
-        max_error_rate=args.max_error_rate, cache=not args.no_cache,
+        max_error_rate=args.max_error_rate, cache=not args.no_cache, label=args.label,
     )
 
 
@@ -238,7 +240,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         ignored = [flag for flag, given in suite_ignored_flags(args) if given]
         if ignored:
             raise UsageError(f"--suite sets {', '.join(ignored)} in the suite file; drop the flag(s) "
-                             "(--model, --data-dir, --limit, --no-cache, --max-error-rate apply)")
+                             "(--model, --data-dir, --limit, --label, --no-cache, --max-error-rate apply)")
         if not args.suite.is_file():
             raise UsageError(f"suite file not found: {args.suite}")
         return run_suite(args.suite, args)

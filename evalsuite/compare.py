@@ -5,10 +5,13 @@ Three kinds of check, each against a thresholds file (YAML, see
 
 - **accuracy**, per task and extractor, on the samples both runs scored
   (paired by task, sample id and repeat): the exact McNemar test for 0/1
-  verdicts, the paired bootstrap otherwise (:mod:`evalsuite.stats`). A drop is
-  a regression when it is larger than ``max_drop`` (absolute, in the metric's
-  units) *and* significant (``p < alpha``): a drop that small samples cannot
-  tell from noise is reported, not failed.
+  verdicts, the paired bootstrap otherwise, with the difference's 95%
+  interval (:func:`evalsuite.differences.task_difference`, the computation the
+  report's headline uses). A drop is a regression when it is larger than
+  ``max_drop`` (absolute, in the metric's units) *and* significant
+  (``p < alpha``): a drop that small samples cannot tell from noise is
+  reported, not failed. A task whose data files or version differ between the
+  runs is not comparable: its checks read ``n/a``, with a warning.
 - **latency**, per task: the relative increase of a performance figure
   (default ``e2e_ms_p95``) above ``max_increase`` (0.5 = +50%, as in
   ``thresholds/default.yaml``).
@@ -18,6 +21,8 @@ Three kinds of check, each against a thresholds file (YAML, see
 
 A check whose figure is missing from either run is reported as ``n/a``, never
 failed. The outcome: ``regression`` when any check regressed (exit code 1).
+The output also lists what differs between the runs (the report's "what
+differs" table, :func:`evalsuite.differences.what_differs`).
 """
 
 from __future__ import annotations
@@ -29,9 +34,19 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from evalsuite.differences import (
+    ABSENT,
+    Difference,
+    not_comparable,
+    primary_scorer,
+    relative_change,
+    run_labels,
+    task_difference,
+    verdict_index,
+    what_differs,
+)
 from evalsuite.errors import UsageError
-from evalsuite.report import RunData, fmt, load_run, memory_figures, primary_scorer, verdict_index
-from evalsuite.stats import paired_test
+from evalsuite.report import RunData, differences_table, fmt, load_run, memory_figures
 
 PASS, REGRESSION, IMPROVED, NA = "pass", "REGRESSION", "improved", "n/a"
 _EPS = 1e-9  # an increase exactly at the limit passes, whatever the float rounding
@@ -144,13 +159,20 @@ class Check:
 
 @dataclass(frozen=True)
 class Comparison:
-    """Everything ``compare`` found; ``regressed`` decides the exit code."""
+    """Everything ``compare`` found; ``regressed`` decides the exit code.
+
+    ``base``/``cand``: the run ids; ``labels``: their labels (baseline first);
+    ``differences``: what differs between them; ``config_changes``: the same,
+    as ``{field: (baseline value, candidate value)}``.
+    """
 
     base: str
     cand: str
     checks: Sequence[Check]
     warnings: Sequence[str] = ()
     config_changes: Mapping[str, tuple[Any, Any]] = field(default_factory=dict)
+    differences: Sequence[Difference] = ()
+    labels: tuple[str, str] = ("baseline", "candidate")
 
     @property
     def regressed(self) -> bool:
@@ -162,8 +184,10 @@ class Comparison:
 
     def to_dict(self) -> dict[str, Any]:
         return {"base": self.base, "candidate": self.cand, "outcome": self.outcome,
+                "labels": {"base": self.labels[0], "candidate": self.labels[1]},
                 "checks": [asdict(c) for c in self.checks], "warnings": list(self.warnings),
-                "config_changes": {k: {"base": a, "candidate": b} for k, (a, b) in self.config_changes.items()}}
+                "config_changes": {k: {"base": a, "candidate": b} for k, (a, b) in self.config_changes.items()},
+                "not_comparable": not_comparable(self.differences)}
 
 
 def _task_limit(thresholds: Mapping[str, Any], task: str, section: str, key: str) -> Any:
@@ -171,46 +195,50 @@ def _task_limit(thresholds: Mapping[str, Any], task: str, section: str, key: str
     return override.get(key, thresholds[section][key])
 
 
-def accuracy_checks(base: RunData, cand: RunData, thresholds: Mapping[str, Any]) -> tuple[list[Check], list[str]]:
-    """Paired tests per task and extractor on the samples both runs scored."""
+def accuracy_checks(base: RunData, cand: RunData, thresholds: Mapping[str, Any],
+                    differences: Sequence[Difference] | None = None) -> tuple[list[Check], list[str]]:
+    """Paired tests per task and extractor on the samples both runs scored
+    (:func:`evalsuite.differences.task_difference`); ``n/a`` on a task the runs
+    are not comparable on (``differences``: :func:`what_differs` of the two runs)."""
     checks, warnings = [], []
-    b_index, c_index = verdict_index(base), verdict_index(cand)
+    indexes = (verdict_index(base), verdict_index(cand))
+    blocked = not_comparable(what_differs([base, cand]) if differences is None else differences)
     for task in [t for t in base.tasks if t in cand.metrics]:
-        keys = [k for k in b_index if k[0] == task]
-        paired = [k for k in keys if k in c_index]
-        unpaired = len(keys) + sum(1 for k in c_index if k[0] == task) - 2 * len(paired)
-        if unpaired:
-            warnings.append(f"{task}: {unpaired} samples are in only one run and are left out of the paired test")
         primary = primary_scorer(base, task)
         scorers = list(base.metrics[task].get("scores") or {}) if thresholds["accuracy"]["scorers"] == "all" \
             else [primary] if primary else []
         max_drop = _task_limit(thresholds, task, "accuracy", "max_drop")
         alpha = _task_limit(thresholds, task, "accuracy", "alpha")
-        for scorer in scorers:
-            pairs = [((b_index[k].get("verdicts") or {}).get(scorer), (c_index[k].get("verdicts") or {}).get(scorer))
-                     for k in paired]
-            pairs = [(x, y) for x, y in pairs if x is not None and y is not None]
-            limit = f"drop <= {max_drop:g} or p >= {alpha:g}"
-            if not pairs:
+        limit = f"drop <= {max_drop:g} or p >= {alpha:g}"
+        if task in blocked:
+            warnings.append(f"{task}: not comparable ({', '.join(blocked[task])} differ); its accuracy is not checked")
+        for i, scorer in enumerate(scorers):
+            d = task_difference(base, cand, task, scorer, resamples=int(thresholds["accuracy"]["resamples"]),
+                                indexes=indexes)
+            if i == 0 and d.unpaired:
+                warnings.append(f"{task}: {d.unpaired} samples are in only one run and are left out of the paired test")
+            r = d.result
+            if r is None:
                 checks.append(Check("accuracy", task, scorer, None, None, None, limit, NA, detail="no paired samples"))
                 continue
-            xs, ys = [float(x) for x, _ in pairs], [float(y) for _, y in pairs]
-            result = paired_test(xs, ys, resamples=int(thresholds["accuracy"]["resamples"]))
-            b_mean, c_mean = sum(xs) / len(xs), sum(ys) / len(ys)
-            delta = c_mean - b_mean
-            significant = result["p_value"] < alpha
-            if -delta > max_drop + _EPS and significant:
+            significant = r.significant(alpha)
+            if task in blocked:
+                verdict = NA
+            elif -r.diff > max_drop + _EPS and significant:
                 verdict = REGRESSION
-            elif delta > max_drop + _EPS and significant:
+            elif r.diff > max_drop + _EPS and significant:
                 verdict = IMPROVED
             else:
                 verdict = PASS
-            detail = (f"{result['losses']} lost, {result['wins']} gained" if result["test"] == "mcnemar-exact"
-                      else f"mean diff 95% CI [{result['ci95'][0]:.3f}, {result['ci95'][1]:.3f}]")
-            if verdict == PASS and -delta > max_drop + _EPS:
+            detail = f"diff 95% CI [{r.ci95[0]:+.3f}, {r.ci95[1]:+.3f}]"
+            if r.test == "mcnemar-exact":
+                detail = f"{r.losses} lost, {r.wins} gained; " + detail
+            if task in blocked:
+                detail += "; not comparable: " + ", ".join(blocked[task])
+            elif verdict == PASS and -r.diff > max_drop + _EPS:
                 detail += "; drop not significant"
-            checks.append(Check("accuracy", task, scorer, b_mean, c_mean, delta, limit, verdict,
-                                result["test"], result["p_value"], result["n"], detail))
+            checks.append(Check("accuracy", task, scorer, r.baseline_mean, r.candidate_mean, r.diff, limit, verdict,
+                                r.test, r.p_value, r.n, detail))
     for task in base.tasks:
         if task not in cand.metrics:
             warnings.append(f"{task}: in the baseline only; not compared")
@@ -218,12 +246,6 @@ def accuracy_checks(base: RunData, cand: RunData, thresholds: Mapping[str, Any])
         if task not in base.metrics:
             warnings.append(f"{task}: in the candidate only; not compared")
     return checks, warnings
-
-
-def _relative(base: float | None, cand: float | None) -> float | None:
-    if base is None or cand is None or base <= 0:
-        return None
-    return cand / base - 1
 
 
 def latency_checks(base: RunData, cand: RunData, thresholds: Mapping[str, Any]) -> list[Check]:
@@ -234,7 +256,7 @@ def latency_checks(base: RunData, cand: RunData, thresholds: Mapping[str, Any]) 
         b = (base.metrics[task].get("performance") or {}).get(metric)
         c = (cand.metrics[task].get("performance") or {}).get(metric)
         limit_value = _task_limit(thresholds, task, "latency", "max_increase")
-        rel = _relative(b, c)
+        rel = relative_change(b, c)
         verdict = NA if rel is None else REGRESSION if rel > limit_value + _EPS else PASS
         checks.append(Check("latency", task, metric, b, c, rel, f"increase <= {limit_value:.0%}", verdict,
                             detail="" if rel is not None else "not measured in both runs"))
@@ -260,32 +282,23 @@ def memory_checks(base: RunData, cand: RunData, thresholds: Mapping[str, Any]) -
                                 NA, detail="not recorded in the baseline"))
         for name in names:
             b, c = b_all.get(name), c_all.get(name)
-            rel = _relative(b, c)
+            rel = relative_change(b, c)
             verdict = NA if rel is None else REGRESSION if rel > limit_value + _EPS else PASS
             checks.append(Check("memory", "-", name, b, c, rel, f"increase <= {limit_value:.0%}", verdict,
                                 detail="" if rel is not None else "not recorded in both runs"))
     return checks
 
 
-def config_changes(base: RunData, cand: RunData) -> dict[str, tuple[Any, Any]]:
-    """Settings that differ between the runs (model, backend, engine, sampling), flattened."""
-    def flat(run: RunData) -> dict[str, Any]:
-        out: dict[str, Any] = {"model": run.info("model", "name"), "model.sha256": run.info("model", "sha256")}
-        for header in run.headers:
-            for key, value in (header.get("config") or {}).items():
-                if key in ("output_dir", "run_id", "tasks"):
-                    continue
-                if isinstance(value, dict):
-                    out.update({f"{key}.{k}": v for k, v in value.items()})
-                else:
-                    out[key] = value
-            for task, info in (header.get("tasks") or {}).items():
-                out.update({f"{task}.sampling.{k}": v for k, v in (info.get("sampling") or {}).items() if k != "seed"})
-        return out
+def config_changes(base: RunData, cand: RunData,
+                   differences: Sequence[Difference] | None = None) -> dict[str, tuple[Any, Any]]:
+    """What differs between the runs (:func:`evalsuite.differences.what_differs`)
+    as ``{field: (baseline value, candidate value)}``."""
+    differences = what_differs([base, cand]) if differences is None else differences
+    return {d.field: (_value(d.values[0]), _value(d.values[1])) for d in differences}
 
-    b, c = flat(base), flat(cand)
-    return {k: (b.get(k), c.get(k)) for k in sorted(set(b) | set(c))
-            if json.dumps(b.get(k), sort_keys=True, default=str) != json.dumps(c.get(k), sort_keys=True, default=str)}
+
+def _value(value: Any) -> Any:
+    return None if value is ABSENT else value
 
 
 def completeness_checks(base: RunData, cand: RunData) -> list[Check]:
@@ -313,11 +326,13 @@ def completeness_checks(base: RunData, cand: RunData) -> list[Check]:
 
 def compare_runs(base: RunData, cand: RunData, thresholds: Mapping[str, Any]) -> Comparison:
     """Every check of ``thresholds`` on two loaded runs, after the completeness checks."""
-    acc, warnings = accuracy_checks(base, cand, thresholds)
+    differences = what_differs([base, cand])
+    acc, warnings = accuracy_checks(base, cand, thresholds, differences)
     return Comparison(base=base.label, cand=cand.label,
                       checks=acc + latency_checks(base, cand, thresholds) + memory_checks(base, cand, thresholds)
                       + completeness_checks(base, cand),
-                      warnings=warnings, config_changes=config_changes(base, cand))
+                      warnings=warnings, config_changes=config_changes(base, cand, differences),
+                      differences=differences, labels=tuple(run_labels([base, cand], differences)))
 
 
 def _delta(check: Check) -> str:
@@ -329,7 +344,9 @@ def _delta(check: Check) -> str:
 def to_markdown(comparison: Comparison) -> str:
     """The verdict table and notes, for a CI comment."""
     mark = {REGRESSION: "❌ REGRESSION", PASS: "✅ pass", IMPROVED: "🟢 improved", NA: "n/a"}
-    lines = [f"## evalsuite compare: `{comparison.cand}` vs baseline `{comparison.base}`", "",
+    base_label, cand_label = comparison.labels
+    lines = [f"## evalsuite compare: `{cand_label}` vs baseline `{base_label}`", "",
+             f"Runs: baseline `{comparison.base}`, candidate `{comparison.cand}`.", "",
              f"**Outcome: {comparison.outcome.upper()}**", "",
              "| check | task | metric | baseline | candidate | change | limit | test | p | n | verdict | detail |",
              "|---|---|---|---|---|---|---|---|---|---|---|---|"]
@@ -337,13 +354,12 @@ def to_markdown(comparison: Comparison) -> str:
         p = "-" if c.p_value is None else (f"{c.p_value:.2e}" if c.p_value < 1e-3 else f"{c.p_value:.3f}")
         lines.append(f"| {c.kind} | {c.task} | {c.metric} | {fmt(c.base)} | {fmt(c.cand)} | {_delta(c)} | {c.limit} | "
                      f"{c.test or '-'} | {p} | {fmt(c.n)} | {mark[c.verdict]} | {c.detail} |")
-    if comparison.config_changes:
-        lines += ["", "Settings that differ:", "", "| setting | baseline | candidate |", "|---|---|---|"]
-        lines += [f"| {k} | {fmt(a)} | {fmt(b)} |" for k, (a, b) in comparison.config_changes.items()]
+    lines += ["", differences_table(comparison.differences, comparison.labels).markdown().rstrip("\n")]
     if comparison.warnings:
         lines += [""] + [f"- ⚠ {w}" for w in comparison.warnings]
-    lines += ["", ("Accuracy: paired by task, sample id and repeat; exact McNemar for 0/1 verdicts, paired "
-                   "bootstrap otherwise. A drop fails only when it exceeds the limit and is significant.")]
+    lines += ["", ("Accuracy: paired by task, sample id and repeat; exact McNemar and Newcombe's 95% interval "
+                   "for 0/1 verdicts, paired bootstrap otherwise (as in `evalsuite report`). A drop fails only "
+                   "when it exceeds the limit and is significant.")]
     return "\n".join(lines) + "\n"
 
 

@@ -11,6 +11,8 @@ from typing import Any
 from evalsuite.errors import UsageError
 from evalsuite.paths import check_name
 
+MAX_LABEL = 80  # characters of a run label (--label): it must fit a table header
+
 
 def _frozen(d: Mapping | None) -> Mapping:
     return MappingProxyType(dict(d or {}))
@@ -36,7 +38,8 @@ class RunConfig:
     N samples of each task. ``task_args`` maps a task name to extra factory
     keyword arguments (``--task-arg gsm8k.prompt=fewshot``). ``cache`` reads and
     writes the response cache (``--no-cache`` turns it off); ``resume`` is the run
-    directory being finished (``--resume``), None for a new run.
+    directory being finished (``--resume``), None for a new run. ``label`` names
+    the run in reports (``--label``); None lets the report derive one.
     """
 
     tasks: tuple[str, ...]
@@ -61,6 +64,7 @@ class RunConfig:
     max_error_rate: float | None = None
     cache: bool = True
     resume: str | None = None
+    label: str | None = None
 
     def __post_init__(self) -> None:
         if not self.tasks:
@@ -97,6 +101,11 @@ class RunConfig:
             raise UsageError("--tensor-parallel-size must be >= 1")
         if self.run_id is not None:
             check_name(self.run_id, "--run-id")
+        label = self.label
+        if label is not None and (not isinstance(label, str) or not label.strip()
+                                  or len(label.splitlines()) != 1 or len(label) > MAX_LABEL):
+            raise UsageError(f"--label must be one line of 1 to {MAX_LABEL} characters, "
+                             f"got {str(label)[:MAX_LABEL]!r}")
 
     def to_dict(self) -> dict[str, Any]:
         d = {f.name: getattr(self, f.name) for f in fields(self)}

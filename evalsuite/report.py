@@ -1,12 +1,20 @@
 """Comparison reports over finished runs: ``reports/<name>/report.md`` and ``report.html``.
 
-A report only reads results directories (never calls a model). It shows, for
-tasks x runs: accuracy with its 95% interval per extractor, latency
-percentiles, throughput and memory; figures (accuracy with interval bars,
+A report only reads results directories (never calls a model). It opens with
+what a reviewer needs first: a one-line verdict (better / worse / no
+significant change against the first run, the baseline), what differs between
+the runs (config, model, provenance, environment, data; a task whose data or
+version differs is flagged as not comparable) and the headline table: per task,
+the paired difference of the primary metric with its 95% interval and p-value
+(the same computation as ``compare``, :mod:`evalsuite.differences`), and the
+latency and memory changes. With three runs or more it adds a runs x tasks
+matrix (best per task marked) and, when the runs were given in the order they
+ran, a trend plot per task. Then the detailed tables (accuracy per extractor,
+latency percentiles, throughput, memory), figures (accuracy with intervals,
 latency distributions, memory, needle heatmaps, and any PNG a task wrote into
-its run directory); and, in HTML, the samples whose verdict flipped between the
-first run (the baseline) and each other run, prompts and outputs side by side.
-``report.html`` is self-contained: its images are embedded as base64 PNG.
+its run directory), and in HTML the samples whose verdict flipped, prompts and
+outputs side by side. Runs are named by labels (:func:`evalsuite.differences.run_labels`),
+not ids; ``report.html`` is self-contained (images embedded as base64 PNG).
 
 A "run" here is a run directory (``run.json`` + ``samples.jsonl``) or a suite
 directory (``suite.json`` and one run directory per entry), read as one run.
@@ -17,6 +25,7 @@ from __future__ import annotations
 
 import base64
 import html
+import itertools
 import json
 import re
 import time
@@ -25,9 +34,28 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from evalsuite.config import MAX_LABEL
+from evalsuite.differences import (
+    Difference,
+    TaskDifference,
+    describe_value,
+    differing_names,
+    not_comparable,
+    primary_scorer,
+    relative_change,
+    run_labels,
+    task_difference,
+    verdict_index,
+    what_differs,
+)
 from evalsuite.errors import UsageError
+from evalsuite.stats import PairedDifference
 
 MISSING = "-"
+ALPHA = 0.05  # significance level of the headline's paired tests
+LATENCY_METRIC = "e2e_ms_p95"  # the headline's latency figure (compare's default)
+MEMORY_FIGURES = ("peak_gpu_mem_gib", "host_peak_rss_gib")  # the headline's memory figure, first found
+WIDE_MAX_RUNS = 3  # up to this many runs, tables give each run its own column(s); beyond, its own row(s)
 MAX_FLIPS_SHOWN = 40  # per task and run pair; the count of the rest is shown
 _PERF_COLUMNS = (
     ("requests", "requests", 0), ("errors", "errors", 0), ("wall_s", "wall s", 1),
@@ -48,11 +76,13 @@ _MEMORY_WORDS = re.compile(r"(mem|rss|kv_cache|gib|mib|bytes)", re.IGNORECASE)
 class RunData:
     """One run as a report sees it.
 
-    ``label``: short name (the directory name); ``metrics[task]``: the task's
-    metrics block from ``run.json`` (for a suite, entries whose id differs from
-    the task name are keyed by their id); ``samples``: every sample record,
-    its ``task`` set to that same key; ``headers``: the member ``run.json``
-    dicts without metrics; ``memory``: run-level memory figures, flattened to
+    ``label``: the directory name (the run id); ``given_label``: the label the
+    run was given (``--label``, a suite's ``label:``) or None; ``metrics[task]``:
+    the task's metrics block from ``run.json`` (for a suite, entries whose id
+    differs from the task name are keyed by their id); ``samples``: every
+    sample record, its ``task`` set to that same key; ``headers``: the member
+    ``run.json`` dicts without metrics; ``task_keys``: per header, its task
+    names to those keys; ``memory``: run-level memory figures, flattened to
     ``{dotted name: number}``; ``artifacts``: PNG files found in the run dirs.
     """
 
@@ -63,6 +93,8 @@ class RunData:
     headers: Sequence[Mapping[str, Any]]
     memory: Mapping[str, float] = field(default_factory=dict)
     artifacts: Sequence[Path] = ()
+    given_label: str | None = None
+    task_keys: Sequence[Mapping[str, str]] = ()
 
     @property
     def tasks(self) -> list[str]:
@@ -135,6 +167,7 @@ def load_run(ref: str | Path, results_dir: str | Path = "results") -> RunData:
     from evalsuite.results import read_samples
 
     path = resolve_run_dir(ref, results_dir)
+    suite: dict[str, Any] = {}
     if (path / "suite.json").is_file():
         suite = _read_json(path / "suite.json")
         members = [path / run_id for run_id in suite.get("runs", []) if (path / run_id / "run.json").is_file()]
@@ -147,6 +180,7 @@ def load_run(ref: str | Path, results_dir: str | Path = "results") -> RunData:
     headers: list[dict[str, Any]] = []
     memory: dict[str, float] = {}
     artifacts: list[Path] = []
+    task_keys: list[dict[str, str]] = []
     for member in members:
         run_json = _read_json(member / "run.json")
         run_id = member.name
@@ -161,19 +195,14 @@ def load_run(ref: str | Path, results_dir: str | Path = "results") -> RunData:
         if (member / "samples.jsonl").is_file():
             samples.extend({**r, "task": renames.get(r.get("task"), r.get("task"))} for r in read_samples(member))
         headers.append({k: v for k, v in run_json.items() if k != "metrics"})
+        task_keys.append(renames)
         artifacts.extend(sorted(member.rglob("*.png")))
+    labels = {str((h.get("config") or {}).get("label") or "") for h in headers}
+    given = str(suite.get("label") or "") or (labels.pop() if len(labels) == 1 else "")
+    # A label edited into run.json by hand is still one short line in the report.
+    given = given.strip().splitlines()[0][:MAX_LABEL] if given.strip() else None
     return RunData(label=path.name, path=path, metrics=metrics, samples=samples, headers=headers,
-                   memory=memory, artifacts=tuple(artifacts))
-
-
-def unique_labels(runs: Sequence[RunData]) -> list[str]:
-    """Run labels, made unique by a ``#2`` suffix where two runs share a name."""
-    seen: dict[str, int] = {}
-    out = []
-    for run in runs:
-        seen[run.label] = seen.get(run.label, 0) + 1
-        out.append(run.label if seen[run.label] == 1 else f"{run.label}#{seen[run.label]}")
-    return out
+                   memory=memory, artifacts=tuple(artifacts), given_label=given, task_keys=task_keys)
 
 
 # --------------------------------------------------------------------------- tables
@@ -191,13 +220,19 @@ def fmt(value: Any, digits: int = 3) -> str:
 
 @dataclass(frozen=True)
 class Table:
-    """A titled table of text cells, rendered to Markdown or HTML."""
+    """A titled table of text cells, rendered to Markdown or HTML.
+
+    ``marked``: ``(row, column)`` cells to emphasise (bold; ``best`` class in
+    HTML); ``row_classes``: a CSS class per row (HTML only), e.g. a verdict.
+    """
 
     title: str
     header: Sequence[str]
     rows: Sequence[Sequence[str]]
     note: str = ""
     css_id: str = ""
+    marked: frozenset[tuple[int, int]] = frozenset()
+    row_classes: Sequence[str] = ()
 
     def markdown(self) -> str:
         esc = lambda s: str(s).replace("|", "\\|").replace("\n", " ")
@@ -206,40 +241,298 @@ class Table:
             lines += [self.note, ""]
         lines.append("| " + " | ".join(esc(h) for h in self.header) + " |")
         lines.append("|" + "|".join("---" for _ in self.header) + "|")
-        lines += ["| " + " | ".join(esc(c) for c in row) + " |" for row in self.rows]
+        lines += ["| " + " | ".join(f"**{esc(c)}**" if (i, j) in self.marked else esc(c) for j, c in enumerate(row))
+                  + " |" for i, row in enumerate(self.rows)]
         return "\n".join(lines) + "\n"
 
     def html(self) -> str:
         head = "".join(f"<th>{html.escape(str(h))}</th>" for h in self.header)
-        body = "".join("<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in row) + "</tr>"
-                       for row in self.rows)
+        body = []
+        for i, row in enumerate(self.rows):
+            klass = self.row_classes[i] if i < len(self.row_classes) and self.row_classes[i] else ""
+            cells = "".join(f"<td class='best'>{html.escape(str(c))}</td>" if (i, j) in self.marked
+                            else f"<td>{html.escape(str(c))}</td>" for j, c in enumerate(row))
+            body.append(f"<tr class='{html.escape(klass)}'>{cells}</tr>" if klass else f"<tr>{cells}</tr>")
         note = f"<p class='note'>{html.escape(self.note)}</p>" if self.note else ""
         ident = f" id='{self.css_id}'" if self.css_id else ""
         return (f"<h3>{html.escape(self.title)}</h3>{note}<table class='data'{ident}>"
-                f"<thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>")
+                f"<thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>")
+
+
+def _started(run: RunData) -> str:
+    started = run.info("started_at")
+    return time.strftime("%Y-%m-%d %H:%M", time.gmtime(started)) if isinstance(started, (int, float)) else MISSING
 
 
 def runs_table(runs: Sequence[RunData], labels: Sequence[str]) -> Table:
+    """One row per run: its label, run id, model, backend, tasks, status, git
+    revision, start time and directory."""
     rows = []
     for label, run in zip(labels, runs):
-        started = run.info("started_at")
         rows.append([
-            label, fmt(run.info("model", "name")), fmt(run.info("backend", "backend") or run.info("config", "backend")),
+            label, run.label, fmt(run.info("model", "name")),
+            fmt(run.info("backend", "backend") or run.info("config", "backend")),
             ", ".join(run.tasks) or MISSING, ", ".join(sorted({str(h.get("status")) for h in run.headers})),
-            fmt((run.info("provenance", "git_revision") or "")[:12] or None),
-            time.strftime("%Y-%m-%d %H:%M", time.gmtime(started)) if isinstance(started, (int, float)) else MISSING,
-            str(run.path),
+            fmt((run.info("provenance", "git_revision") or "")[:12] or None), _started(run), str(run.path),
         ])
-    return Table("Runs", ["run", "model", "backend", "tasks", "status", "git", "started (UTC)", "directory"],
+    return Table("Runs", ["run", "id", "model", "backend", "tasks", "status", "git", "started (UTC)", "directory"],
                  rows, css_id="runs")
 
 
+def differences_table(differences: Sequence[Difference], labels: Sequence[str]) -> Table:
+    """The "what differs" table (:func:`evalsuite.differences.what_differs`): a
+    row per field and a column per run, or, with more than :data:`WIDE_MAX_RUNS`
+    runs, a row per run and a column per field. ``compare`` prints the same table."""
+    note = ("Every config, model, task, backend, provenance and environment field of run.json that is "
+            "not the same in all runs (hashes cut to 12 digits); a task whose version or data files "
+            "differ cannot be compared between the runs.")
+    if len(labels) > WIDE_MAX_RUNS and differences:
+        header = ["run"] + [d.field + (" (not comparable)" if d.not_comparable else "") for d in differences]
+        rows = [[label] + [describe_value(d.values[i], 40) for d in differences] for i, label in enumerate(labels)]
+        return Table("What differs", header, rows, css_id="differences", note=note)
+    rows = [[d.group, d.field] + [describe_value(v, 80) for v in d.values]
+            + ["not comparable on " + ", ".join(d.not_comparable) if d.not_comparable else ""]
+            for d in differences]
+    if not rows:
+        rows = [["-", "(nothing differs)"] + [MISSING] * len(labels) + [""]]
+    return Table("What differs", ["group", "field"] + list(labels) + ["flag"], rows, css_id="differences",
+                 row_classes=["not-comparable" if d.not_comparable else "" for d in differences], note=note)
+
+
+# --------------------------------------------------------------------------- headline
+
+BETTER, WORSE, SAME, NOT_COMPARABLE, NA = "better", "worse", "no significant change", "not comparable", "n/a"
+
+
+@dataclass(frozen=True)
+class HeadlineRow:
+    """One run against the baseline on one task.
+
+    ``difference``: the paired difference of the primary metric (shared with
+    ``compare``); ``latency``/``memory``: ``(figure name, baseline, run,
+    relative change)`` or None when not recorded in both runs; ``verdict``:
+    better / worse / no significant change (``p >= alpha``) / not comparable
+    (data or task version differs) / n/a (task or paired samples missing).
+    """
+
+    label: str
+    task: str
+    difference: TaskDifference | None
+    latency: tuple[str, float, float, float] | None
+    memory: tuple[str, float, float, float] | None
+    verdict: str
+    reason: str = ""
+
+
+def _perf(run: RunData, task: str, key: str) -> float | None:
+    value = ((run.metrics.get(task) or {}).get("performance") or {}).get(key)
+    return value if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+
+
+def _memory_for(run: RunData, task: str) -> dict[str, float]:
+    """The memory figures a task ran with: its suite member's when the run is a
+    suite, else the run's, plus figures in the task's own metrics."""
+    figures = dict(run.memory)
+    figures.update(memory_figures({"metrics": {task: run.metrics.get(task) or {}}}))
+    out = {}
+    for wanted in MEMORY_FIGURES:
+        for name in (f"{task}.{wanted}", wanted):
+            if figures.get(name) is not None:
+                out[wanted] = figures[name]
+                break
+    return out
+
+
+def _change(name: str, base: float | None, cand: float | None) -> tuple[str, float, float, float] | None:
+    rel = relative_change(base, cand)
+    return None if rel is None else (name, base, cand, rel)
+
+
+def headline_rows(runs: Sequence[RunData], labels: Sequence[str], tasks: Sequence[str],
+                  differences: Sequence[Difference], alpha: float = ALPHA) -> list[HeadlineRow]:
+    """Each run after the first against the first, per task of the baseline.
+
+    The accuracy figures come from :func:`evalsuite.differences.task_difference`
+    (the primary metric, paired by sample; McNemar + Newcombe for 0/1 verdicts,
+    paired bootstrap otherwise, 10,000 draws, seed 0: the numbers ``compare``
+    prints). Latency: the relative change of ``e2e_ms_p95``; memory: of the peak
+    GPU memory, else the host's peak RSS.
+    """
+    base = runs[0]
+    blocked = not_comparable(differences)
+    rows = []
+    base_index = verdict_index(base)
+    for label, run in zip(labels[1:], runs[1:]):
+        indexes = (base_index, verdict_index(run))
+        for task in tasks:
+            if task not in base.metrics:
+                continue
+            if task not in run.metrics:
+                rows.append(HeadlineRow(label, task, None, None, None, NA, "not in this run"))
+                continue
+            diff = task_difference(base, run, task, indexes=indexes)
+            latency = _change(LATENCY_METRIC, _perf(base, task, LATENCY_METRIC), _perf(run, task, LATENCY_METRIC))
+            b_mem, c_mem = _memory_for(base, task), _memory_for(run, task)
+            name = next((n for n in MEMORY_FIGURES if n in b_mem and n in c_mem), None)
+            memory = _change(name, b_mem[name], c_mem[name]) if name else None
+            r = diff.result
+            if task in blocked:
+                verdict, reason = NOT_COMPARABLE, ", ".join(f.split(f"tasks.{task}.", 1)[-1] for f in blocked[task])
+            elif r is None:
+                verdict, reason = NA, "no paired samples"
+            elif r.significant(alpha):
+                verdict, reason = (BETTER if r.diff > 0 else WORSE), ""
+            else:
+                verdict, reason = SAME, ""
+            rows.append(HeadlineRow(label, task, diff, latency, memory, verdict, reason))
+    return rows
+
+
+def _signed(value: float, digits: int = 3) -> str:
+    return f"{value:+.{digits}f}"
+
+
+def _p(p: float) -> str:
+    return "< 0.001" if p < 0.001 else f"{p:.3f}"
+
+
+def difference_text(r: PairedDifference) -> str:
+    """``+0.125 [-0.050, +0.300]``: a paired difference with its 95% interval."""
+    return f"{_signed(r.diff)} [{_signed(r.ci95[0])}, {_signed(r.ci95[1])}]"
+
+
+def headline_table(rows: Sequence[HeadlineRow], base_label: str) -> Table:
+    """The headline rows as a table: baseline and run means on the paired
+    samples, difference with 95% interval, p-value and test, n, latency and
+    memory changes, verdict."""
+    cells, classes = [], []
+    for row in rows:
+        r = row.difference.result if row.difference else None
+        lat = f"{row.latency[3]:+.1%}" if row.latency else MISSING
+        mem = f"{row.memory[3]:+.1%}" if row.memory else MISSING
+        if r is None:
+            cells.append([row.label, row.task, row.difference.scorer if row.difference else MISSING,
+                          MISSING, MISSING, MISSING, MISSING, MISSING, lat, mem,
+                          f"{row.verdict} ({row.reason})" if row.reason else row.verdict])
+        else:
+            n = f"{r.n}" + (f" ({row.difference.unpaired} unpaired)" if row.difference.unpaired else "")
+            test = "McNemar" if r.test == "mcnemar-exact" else "bootstrap"
+            cells.append([row.label, row.task, row.difference.scorer, f"{r.baseline_mean:.3f}",
+                          f"{r.candidate_mean:.3f}", difference_text(r), f"{_p(r.p_value)} ({test})", n, lat, mem,
+                          f"{row.verdict} ({row.reason})" if row.reason else row.verdict])
+        classes.append({BETTER: "better", WORSE: "worse", NOT_COMPARABLE: "not-comparable"}.get(row.verdict, ""))
+    memory_names = sorted({row.memory[0] for row in rows if row.memory})
+    return Table(f"Headline: each run against the baseline ({base_label})",
+                 ["run", "task", "metric", "baseline", "run value", "difference [95% CI]", "p (test)", "n",
+                  f"latency ({LATENCY_METRIC})", "memory", "verdict"],
+                 cells, css_id="headline", row_classes=classes,
+                 note=f"Primary metric on the samples both runs scored, paired by sample: exact McNemar test and "
+                      f"Newcombe's interval for 0/1 verdicts, paired bootstrap otherwise; significant when "
+                      f"p < {ALPHA:g}. Latency and memory: relative change"
+                      + (f" ({', '.join(memory_names)})." if memory_names else "."))
+
+
+def run_verdict(rows: Sequence[HeadlineRow]) -> str:
+    """better, worse, mixed or no significant change, from one run's rows."""
+    verdicts = {row.verdict for row in rows}
+    if BETTER in verdicts and WORSE in verdicts:
+        return "mixed"
+    return WORSE if WORSE in verdicts else BETTER if BETTER in verdicts else SAME
+
+
+def verdict_line(rows: Sequence[HeadlineRow], labels: Sequence[str]) -> str:
+    """The report's first line: the verdict of each run against the baseline.
+
+    Two runs: ``No significant change: no task changed significantly between B
+    and the baseline A (2 tasks tested; ...)``, or which tasks got better or
+    worse, with the difference, its interval and p-value. More runs: how many
+    got better, worse, mixed or stayed the same. Tasks that cannot be compared
+    (data or task version differs) are named. One run: empty.
+    """
+    if len(labels) < 2:
+        return ""  # one run: nothing to compare against
+    tests = f"paired tests, p < {ALPHA:g}"
+    per_run = {label: [r for r in rows if r.label == label] for label in labels[1:]}
+    blocked = sorted({r.task for r in rows if r.verdict == NOT_COMPARABLE})
+    tail = f"; not comparable on {', '.join(blocked)} (data or task version differs)" if blocked else ""
+    if len(labels) == 2:
+        mine = per_run[labels[1]]
+        tested = [r for r in mine if r.verdict in (BETTER, WORSE, SAME)]
+        changed = [r for r in tested if r.verdict != SAME]
+        if not tested:
+            return f"Not compared: no task of {labels[1]} could be paired with the baseline {labels[0]}{tail}."
+        if not changed:
+            return (f"No significant change: no task changed significantly between {labels[1]} and the "
+                    f"baseline {labels[0]} ({len(tested)} task{'s' * (len(tested) != 1)} tested; {tests}){tail}.")
+        rest = len(tested) - len(changed)
+        return (f"{run_verdict(mine).capitalize()}: {labels[1]} against the baseline {labels[0]}: "
+                + "; ".join(f"{r.verdict} on {r.task} ({difference_text(r.difference.result)}, p "
+                            f"{'' if r.difference.result.p_value < 0.001 else '= '}{_p(r.difference.result.p_value)})"
+                            for r in changed)
+                + (f"; no significant change on {rest} other task{'s' * (rest != 1)}" if rest else "")
+                + f" ({tests}){tail}.")
+    counts = {v: sum(run_verdict(mine) == v for mine in per_run.values()) for v in (BETTER, WORSE, "mixed", SAME)}
+    return (f"Against the baseline {labels[0]}: {counts[BETTER]} of {len(per_run)} runs better, "
+            f"{counts[WORSE]} worse, {counts['mixed']} mixed, {counts[SAME]} with no significant change "
+            f"on any task ({tests}){tail}.")
+
+
+# --------------------------------------------------------------------------- many runs
+
+def primary_value(run: RunData, task: str) -> tuple[float, float | None, float | None] | None:
+    """``(value, ci_low, ci_high)`` of the task's primary metric, or None."""
+    scorer = primary_scorer(run, task)
+    s = ((run.metrics.get(task) or {}).get("scores") or {}).get(scorer) if scorer else None
+    if not s or s.get("value") is None:
+        return None
+    ci = s.get("ci95") or [None, None]
+    return s["value"], ci[0], ci[1]
+
+
+def matrix_table(runs: Sequence[RunData], labels: Sequence[str], tasks: Sequence[str]) -> Table:
+    """Runs x tasks: the primary metric with its 95% interval; the best value per
+    task is marked (every run that reaches it; none when all runs tie)."""
+    values = [[primary_value(run, task) for task in tasks] for run in runs]
+    marked = set()
+    for j in range(len(tasks)):
+        column = [v[j][0] for v in values if v[j] is not None]
+        if len(set(column)) < 2:
+            continue  # a tie among all runs has no best
+        marked |= {(i, j + 1) for i, v in enumerate(values) if v[j] is not None and v[j][0] == max(column)}
+    rows = []
+    for label, row in zip(labels, values):
+        cells = [label]
+        for (i, v) in enumerate(row):
+            if v is None:
+                cells.append(MISSING)
+                continue
+            ci = f" [{v[1]:.3f}, {v[2]:.3f}]" if v[1] is not None and v[2] is not None else ""
+            cells.append(f"{v[0]:.3f}{ci}")
+        rows.append(cells)
+    rows = [[c + (" \u2605" if (i, j) in marked else "") for j, c in enumerate(r)] for i, r in enumerate(rows)]
+    return Table("Runs x tasks", ["run"] + list(tasks), rows, css_id="matrix", marked=frozenset(marked),
+                 note="Primary metric of each task with its 95% interval; \u2605 marks the best run per task.")
+
+
+def in_time_order(runs: Sequence[RunData]) -> bool:
+    """True when every run has a start time and they were given oldest first."""
+    starts = [run.info("started_at") for run in runs]
+    if not all(isinstance(s, (int, float)) for s in starts):
+        return False
+    return all(a < b for a, b in itertools.pairwise(starts))
+
+
+# --------------------------------------------------------------------------- detail tables
+
 def accuracy_table(runs: Sequence[RunData], labels: Sequence[str], tasks: Sequence[str]) -> Table:
     """Rows: task x extractor (primary first); a column per run with
-    ``value [lo, hi]`` and one with ``n / no-answer rate``."""
+    ``value [lo, hi]`` and one with ``n / no-answer rate``. With more than
+    :data:`WIDE_MAX_RUNS` runs, one row per task, extractor and run instead."""
+    long = len(runs) > WIDE_MAX_RUNS
     header = ["task", "metric"]
-    for label in labels:
+    for label in ([] if long else labels):
         header += [f"{label}", f"{label} n / no-answer"]
+    header += ["run", "value [95% CI]", "n / no-answer"] if long else []
     rows = []
     for task in tasks:
         scorers: list[str] = []
@@ -251,15 +544,20 @@ def accuracy_table(runs: Sequence[RunData], labels: Sequence[str], tasks: Sequen
                     scorers.append(name)
         for scorer in scorers:
             row = [task, scorer]
-            for run in runs:
+            for label, run in zip(labels, runs):
                 s = ((run.metrics.get(task) or {}).get("scores") or {}).get(scorer)
                 if not s or s.get("value") is None:
-                    row += [MISSING, MISSING]
-                    continue
-                ci = s.get("ci95")
-                row.append(f"{s['value']:.3f}" + (f" [{ci[0]:.3f}, {ci[1]:.3f}]" if ci else ""))
-                row.append(f"{fmt(s.get('n'))} / {fmt(s.get('extraction_failure_rate'), 2)}")
-            rows.append(row)
+                    cells = [MISSING, MISSING]
+                else:
+                    ci = s.get("ci95")
+                    cells = [f"{s['value']:.3f}" + (f" [{ci[0]:.3f}, {ci[1]:.3f}]" if ci else ""),
+                             f"{fmt(s.get('n'))} / {fmt(s.get('extraction_failure_rate'), 2)}"]
+                if long:
+                    rows.append([task, scorer, label] + cells)
+                else:
+                    row += cells
+            if not long:
+                rows.append(row)
     return Table("Accuracy", header, rows, css_id="accuracy",
                  note="Mean score with its 95% interval (Wilson for 0/1 verdicts, normal otherwise); "
                       "n samples; no-answer = share of outputs the extractor found no answer in.")
@@ -283,14 +581,25 @@ def performance_table(runs: Sequence[RunData], labels: Sequence[str], tasks: Seq
                       "percentiles (TTFT, TPOT, ITL, end-to-end) as the backend measured them.")
 
 
+def _by_run(title: str, names: Sequence[str], values: Mapping[str, Mapping[str, float]],
+            labels: Sequence[str], first: str, **kwargs: Any) -> Table:
+    """A table of named figures: a row per name and a column per run, or, with
+    more than :data:`WIDE_MAX_RUNS` runs, a row per run and a column per name."""
+    if len(labels) > WIDE_MAX_RUNS:
+        rows = [[label] + [fmt(values[name].get(label), 3) for name in names] for label in labels]
+        return Table(title, ["run"] + list(names), rows, **kwargs)
+    rows = [[name] + [fmt(values[name].get(label), 3) for label in labels] for name in names]
+    return Table(title, [first] + list(labels), rows, **kwargs)
+
+
 def memory_table(runs: Sequence[RunData], labels: Sequence[str]) -> Table:
+    """Every memory figure of every run (:func:`memory_figures`)."""
     figures = _memory_by_name(runs, labels)
-    rows = [[name] + [fmt(figures[name].get(label), 3) for label in labels] for name in figures]
-    if not rows:
-        rows = [["(no memory figures recorded)"] + [MISSING] * len(labels)]
-    return Table("Memory", ["figure"] + list(labels), rows, css_id="memory",
-                 note="Memory as each run recorded it (GPU memory through NVML, host RSS, KV cache); "
-                      "units are in the names.")
+    note = ("Memory as each run recorded it (GPU memory through NVML, host RSS, KV cache); "
+            "units are in the names.")
+    if not figures:
+        return Table("Memory", ["figure"], [["(no memory figures recorded)"]], css_id="memory", note=note)
+    return _by_run("Memory", list(figures), figures, labels, "figure", css_id="memory", note=note)
 
 
 def _memory_by_name(runs: Sequence[RunData], labels: Sequence[str]) -> dict[str, dict[str, float]]:
@@ -316,22 +625,39 @@ def extras_table(runs: Sequence[RunData], labels: Sequence[str], tasks: Sequence
                     names.setdefault((task, name), {})[label] = value
     if not names:
         return None
+    if len(labels) > WIDE_MAX_RUNS:
+        flat = {f"{task} {name}": values for (task, name), values in names.items()}
+        return _by_run("Task metrics", list(flat), flat, labels, "metric", css_id="extras")
     rows = [[task, name] + [fmt(values.get(label), 3) for label in labels]
             for (task, name), values in names.items()]
     return Table("Task metrics", ["task", "metric"] + list(labels), rows, css_id="extras")
 
 
+def second_opinion_table(runs: Sequence[RunData], labels: Sequence[str], tasks: Sequence[str],
+                         shown: int = 30) -> Table | None:
+    """Where math-verify's verdict differs from evalsuite's (``metrics[task]["math_verify"]``,
+    :func:`evalsuite.scoring.second_opinion.agreement`): one row per run and task, with
+    the disagreeing sample ids (``id`` or ``id#repeat``; the first ``shown``)."""
+    rows = []
+    for label, run in zip(labels, runs):
+        for task in tasks:
+            mv = (run.metrics.get(task) or {}).get("math_verify")
+            if not isinstance(mv, Mapping):
+                continue
+            ids = [f"{d['sample_id']}#{d['repeat']}" if d.get("repeat") else str(d["sample_id"])
+                   for d in mv.get("disagreements") or []]
+            more = (mv.get("disagree") or 0) - len(ids[:shown])
+            rows.append([label, task, str(mv.get("scorer")), f"{fmt(mv.get('disagree'))} / {fmt(mv.get('n'))}",
+                         fmt(mv.get("agreement"), 3), ", ".join(ids[:shown]) + (f" (+{more} more)" if more > 0 else "")
+                         or "(none)"])
+    if not rows:
+        return None
+    return Table("Second opinion: math-verify", ["run", "task", "row", "disagree / n", "agreement", "sample ids"],
+                 rows, note="Samples where math-verify's verdict differs from evalsuite's (evalsuite's is the "
+                 "score; see the README's scoring section).", css_id="second-opinion")
+
+
 # --------------------------------------------------------------------------- flips
-
-def verdict_index(run: RunData) -> dict[tuple[str, str, int], Mapping[str, Any]]:
-    """Sample records by ``(task, sample_id, repeat)``: the pairing key of a comparison."""
-    return {(str(r.get("task")), str(r.get("sample_id")), int(r.get("repeat") or 0)): r for r in run.samples}
-
-
-def primary_scorer(run: RunData, task: str) -> str | None:
-    m = run.metrics.get(task) or {}
-    return m.get("primary") or next(iter(m.get("scores") or {}), None)
-
 
 @dataclass(frozen=True)
 class Flip:
@@ -367,11 +693,13 @@ def flipped_samples(base: RunData, cand: RunData) -> list[Flip]:
 
 @dataclass(frozen=True)
 class FigureItem:
-    """A rendered figure: file name in the report folder, caption, PNG bytes."""
+    """A rendered figure: file name in the report folder, caption, PNG bytes, and
+    the report section it belongs to (``overview`` or ``figures``)."""
 
     name: str
     caption: str
     png: bytes
+    section: str = "figures"
 
 
 def _needle_grid(samples: Sequence[Mapping[str, Any]], scorer: str | None):
@@ -398,25 +726,23 @@ def _needle_grid(samples: Sequence[Mapping[str, Any]], scorer: str | None):
 
 
 def build_figures(runs: Sequence[RunData], labels: Sequence[str], tasks: Sequence[str]) -> list[FigureItem]:
-    """Every report figure that the runs have data for."""
+    """Every report figure that the runs have data for; runs are named by ``labels``
+    in captions and on axes, by their ids in file names."""
     from evalsuite import plots
 
     items: list[FigureItem] = []
 
-    def add(name: str, caption: str, fig) -> None:
-        items.append(FigureItem(name, caption, plots.png_bytes(fig)))
+    def add(name: str, caption: str, fig, section: str = "figures") -> None:
+        items.append(FigureItem(name, caption, plots.png_bytes(fig), section))
 
-    acc = {}
-    for label, run in zip(labels, runs):
-        for task in tasks:
-            scorer = primary_scorer(run, task)
-            s = ((run.metrics.get(task) or {}).get("scores") or {}).get(scorer) if scorer else None
-            if s and s.get("value") is not None:
-                ci = s.get("ci95") or [None, None]
-                acc[(task, label)] = (s["value"], ci[0], ci[1])
+    acc = {(task, label): v for label, run in zip(labels, runs) for task in tasks
+           if (v := primary_value(run, task)) is not None}
+    if acc and len(runs) >= 3 and in_time_order(runs):
+        add("trend.png", "Primary metric per task over the runs in the order they ran (oldest first), "
+                         "with 95% intervals.", plots.trend_figure(tasks, labels, acc), section="overview")
     if acc:
-        add("accuracy.png", "Primary metric per task and run, with 95% interval bars.",
-            plots.accuracy_figure(tasks, labels, acc))
+        add("accuracy.png", "Primary metric per task and run with its 95% interval; the dashed line is "
+                            "the baseline (first run).", plots.accuracy_figure(tasks, labels, acc))
     for key, unit, title in (("e2e_s", "ms", "End-to-end latency per request"),
                              ("ttft_s", "ms", "Time to first token per request")):
         data = {task: {label: [t[key] * 1000 for t in ((r.get("timings") or {}) for r in run.samples
@@ -435,13 +761,14 @@ def build_figures(runs: Sequence[RunData], labels: Sequence[str], tasks: Sequenc
             grid = _needle_grid([r for r in run.samples if r.get("task") == task], primary_scorer(run, task))
             if grid:
                 lengths, depths, values = grid
-                add(f"heatmap_{_slug(task)}_{_slug(label)}.png", f"Recall by context length and depth: {task}, {label}.",
+                add(f"heatmap_{_slug(task)}_{_slug(run.label)}.png",
+                    f"Recall by context length and depth: {task}, {label}.",
                     plots.heatmap_figure([str(n) for n in lengths], [f"{d:g}" for d in depths], values,
                                          f"{task} recall: {label}"))
     for label, run in zip(labels, runs):
         for art in run.artifacts:
             rel = art.relative_to(run.path)
-            items.append(FigureItem(f"artifact_{_slug(label)}_{_slug(str(rel))}",
+            items.append(FigureItem(f"artifact_{_slug(run.label)}_{_slug(str(rel))}",
                                     f"{label}: {rel} (written by the task)", art.read_bytes()))
     return items
 
@@ -451,21 +778,6 @@ def _slug(text: str) -> str:
 
 
 # --------------------------------------------------------------------------- rendering
-
-_CSS = """
-body{font-family:system-ui,-apple-system,Segoe UI,sans-serif;margin:1.5em auto;padding:0 1.5em;max-width:1400px;color:#222}
-h1{font-size:1.5em}h2{border-bottom:1px solid #ccc;padding-bottom:.2em;margin-top:1.6em}
-table.data{border-collapse:collapse;margin:.5em 0 1em;font-size:.9em}
-table.data th,table.data td{border:1px solid #ccc;padding:.25em .6em;text-align:left;vertical-align:top}
-table.data th{background:#f2f2f2}.note{color:#555;font-size:.85em;margin:.2em 0}
-figure{display:inline-block;margin:.5em 1em .5em 0}figcaption{font-size:.85em;color:#555;max-width:640px}
-img{max-width:100%;border:1px solid #ddd}
-table.flips{border-collapse:collapse;width:100%;table-layout:fixed;font-size:.85em;margin-bottom:1em}
-table.flips td,table.flips th{border:1px solid #ccc;padding:.3em;vertical-align:top}
-table.flips pre{white-space:pre-wrap;word-break:break-word;margin:0;max-height:22em;overflow:auto}
-.lost{color:#b00020;font-weight:bold}.gained{color:#0a7d24;font-weight:bold}
-"""
-
 
 def _pre(value: Any) -> str:
     text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
@@ -503,20 +815,70 @@ def _flip_html(flips: Sequence[Flip], base_label: str, cand_label: str) -> str:
     return "".join(parts)
 
 
+def differs_line(differences: Sequence[Difference], labels: Sequence[str]) -> str:
+    """What differs, in one line: for two runs the fields with both values
+    (``dtype (bfloat16 -> float32)``), for more runs the field names."""
+    if len(labels) < 2:
+        return ""
+    if not differences:
+        return "The runs differ in nothing recorded: same config, model, code, environment and data."
+    if len(labels) == 2:
+        shown = [f"{d.short} ({describe_value(d.values[0], 24)} \u2192 {describe_value(d.values[1], 24)})"
+                 for d in differences[:4]]
+        more = len(differences) - len(shown)
+        return "The runs differ in " + ", ".join(shown) + (f" and {more} more field{'s' * (more != 1)}"
+                                                           if more else "") + "."
+    return f"The runs differ in {differing_names(differences)}."
+
+
 @dataclass(frozen=True)
 class Report:
-    """A built report: its name, tables, figures and flip lists, ready to render."""
+    """A built report, ready to render.
+
+    Top of the page: ``verdict`` (one line), ``differs`` (what differs, one
+    line), ``warnings`` (tasks not comparable), ``summary_tables`` (runs x
+    tasks, with three runs or more), the ``overview`` figures (the trend), the
+    ``comparison_tables`` (headline, what differs); then the detail ``tables``,
+    the other ``figures`` and the ``flips`` between the baseline and each other run.
+    """
 
     name: str
     labels: Sequence[str]
     tables: Sequence[Table]
     figures: Sequence[FigureItem]
     flips: Sequence[tuple[str, str, Sequence[Flip]]]  # (baseline label, other label, flips)
+    verdict: str = ""
+    verdict_class: str = ""
+    differs: str = ""
+    warnings: Sequence[str] = ()
+    summary_tables: Sequence[Table] = ()
+    comparison_tables: Sequence[Table] = ()
+
+    @property
+    def title(self) -> str:
+        if len(self.labels) == 2:
+            return f"{self.labels[1]} vs {self.labels[0]}"
+        return f"{len(self.labels)} runs" if len(self.labels) > 2 else self.labels[0]
+
+    @property
+    def overview_figures(self) -> list[FigureItem]:
+        return [f for f in self.figures if f.section == "overview"]
+
+    @property
+    def detail_figures(self) -> list[FigureItem]:
+        return [f for f in self.figures if f.section != "overview"]
 
     def markdown(self) -> str:
-        out = [f"# evalsuite report: {self.name}", "",
-               f"Runs: {', '.join(self.labels)} (the first is the baseline).", ""]
-        out += [t.markdown() for t in self.tables]
+        out = [f"# evalsuite report: {self.title}", ""]
+        if self.verdict:
+            out += [f"**Verdict:** {self.verdict}", ""]
+        if self.differs:
+            out += [f"**What differs:** {self.differs}", ""]
+        out += [f"> \u26a0 {w}" for w in self.warnings] + ([""] if self.warnings else [])
+        out += [f"Runs: {', '.join(self.labels)} (the first is the baseline). Report: {self.name}.", ""]
+        out += [t.markdown() for t in self.summary_tables]
+        out += [f"![{f.caption}]({f.name})\n\n{f.caption}\n" for f in self.overview_figures]
+        out += [t.markdown() for t in [*self.comparison_tables, *self.tables]]
         if self.flips:
             out += ["### Flipped samples", "",
                     "| baseline | run | task | lost | gained |", "|---|---|---|---|---|"]
@@ -528,43 +890,53 @@ class Report:
                 if not flips:
                     out.append(f"| {base_label} | {label} | (none) | 0 | 0 |")
             out += ["", "The HTML report shows each flipped sample's prompt and both outputs.", ""]
-        if self.figures:
+        if self.detail_figures:
             out += ["### Figures", ""]
-            out += [f"![{f.caption}]({f.name})\n\n{f.caption}\n" for f in self.figures]
+            out += [f"![{f.caption}]({f.name})\n\n{f.caption}\n" for f in self.detail_figures]
         return "\n".join(out)
 
     def html(self) -> str:
-        figures = "".join(
-            f"<figure><img alt='{html.escape(f.caption)}' src='data:image/png;base64,"
-            f"{base64.b64encode(f.png).decode('ascii')}'><figcaption>{html.escape(f.caption)}</figcaption></figure>"
-            for f in self.figures)
-        flips = "".join(f"<h3>{html.escape(b)} &rarr; {html.escape(o)}</h3>{_flip_html(fl, b, o)}"
-                        for b, o, fl in self.flips)
-        return (
-            "<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>"
-            f"<title>evalsuite report: {html.escape(self.name)}</title><style>{_CSS}</style></head><body>"
-            f"<h1>evalsuite report: {html.escape(self.name)}</h1>"
-            f"<p>Runs: {html.escape(', '.join(self.labels))} (the first is the baseline). "
-            f"Generated {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}.</p>"
-            "<h2>Tables</h2>" + "".join(t.html() for t in self.tables)
-            + "<h2>Figures</h2>" + (figures or "<p>No figure data.</p>")
-            + ("<h2>Flipped samples</h2>" + flips if self.flips else "")
-            + "</body></html>\n")
+        """One self-contained page (``templates/report.html.j2``; images inline as
+        base64 PNG; every run-provided string escaped)."""
+        import jinja2
+
+        env = jinja2.Environment(loader=jinja2.PackageLoader("evalsuite", "templates"), autoescape=True,
+                                 trim_blocks=True, lstrip_blocks=True, undefined=jinja2.StrictUndefined)
+        env.filters["b64"] = lambda data: base64.b64encode(data).decode("ascii")
+        flips = [(b, o, _flip_html(fl, b, o)) for b, o, fl in self.flips]
+        return env.get_template("report.html.j2").render(
+            report=self, flips=flips, generated=time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()))
 
 
 def build_report(runs: Sequence[RunData], name: str) -> Report:
-    """Tables, figures and flips for ``runs`` (the first is the baseline)."""
+    """Verdict, differences, headline, tables, figures and flips for ``runs``
+    (the first is the baseline). Raises UsageError for no runs."""
     if not runs:
         raise UsageError("report needs at least one run")
-    labels = unique_labels(runs)
+    differences = what_differs(runs)
+    labels = run_labels(runs, differences)
     tasks = list(dict.fromkeys(t for run in runs for t in run.tasks))
+    rows = headline_rows(runs, labels, tasks, differences)
+    summary = [matrix_table(runs, labels, tasks)] if len(runs) > 2 else []
+    comparison = [headline_table(rows, labels[0]), differences_table(differences, labels)] if len(runs) > 1 else []
     tables = [runs_table(runs, labels), accuracy_table(runs, labels, tasks),
               performance_table(runs, labels, tasks), memory_table(runs, labels)]
     extras = extras_table(runs, labels, tasks)
     if extras is not None:
         tables.append(extras)
+    second = second_opinion_table(runs, labels, tasks)
+    if second is not None:
+        tables.append(second)
     flips = [(labels[0], label, flipped_samples(runs[0], run)) for label, run in zip(labels[1:], runs[1:])]
-    return Report(name=name, labels=labels, tables=tables, figures=build_figures(runs, labels, tasks), flips=flips)
+    verdicts = {run_verdict([r for r in rows if r.label == label]) for label in labels[1:]}
+    verdict_class = ("mixed" if "mixed" in verdicts or {BETTER, WORSE} <= verdicts
+                     else WORSE if WORSE in verdicts else BETTER if BETTER in verdicts else "")
+    warnings = [f"{task}: not comparable between the runs ({', '.join(fields)} differ)"
+                for task, fields in not_comparable(differences).items()]
+    return Report(name=name, labels=labels, tables=tables, figures=build_figures(runs, labels, tasks), flips=flips,
+                  verdict=verdict_line(rows, labels), verdict_class=verdict_class,
+                  differs=differs_line(differences, labels), warnings=warnings, summary_tables=summary,
+                  comparison_tables=comparison)
 
 
 def default_name(runs: Sequence[RunData]) -> str:

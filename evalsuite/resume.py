@@ -149,7 +149,8 @@ def record_from_dict(d: Mapping[str, Any]) -> SampleRecord:
     """A :class:`SampleRecord` back from its ``samples.jsonl`` line."""
     details = d.get("details") or {}
     answers = d.get("answers") or {}
-    scores = {name: Score(value, answers.get(name), details.get(name))
+    opinions = d.get("second_opinions") or {}
+    scores = {name: Score(value, answers.get(name), details.get(name), opinions.get(name))
               for name, value in (d.get("verdicts") or {}).items()}
     return SampleRecord(
         task=d["task"], sample_id=d["sample_id"], repeat=d.get("repeat", 0), prompt=d.get("prompt", ""),

@@ -107,6 +107,7 @@ class SuiteFile(_ConfigFile):
     """The top level of a suite file (see :mod:`evalsuite.suite`)."""
 
     name: str | None = None
+    label: str | None = None
     description: str | None = None
     model: str | None = None
     backend: str = "vllm"
@@ -145,6 +146,7 @@ class RunSettings(_TypesOnly):
     max_error_rate: Fraction01 | None = None
     cache: bool = True
     resume: str | None = None
+    label: str | None = None
 
 
 class RunFile(_TypesOnly):
@@ -178,6 +180,7 @@ class SampleLine(_TypesOnly):
     answers: dict[str, Any] = Field(default_factory=dict)
     verdicts: dict[str, float] = Field(default_factory=dict)
     details: dict[str, str | None] = Field(default_factory=dict)
+    second_opinions: dict[str, dict[str, Any]] = Field(default_factory=dict)
     prompt_tokens: int | None = None
     output_tokens: int | None = None
     finish_reason: str | None = None

@@ -9,14 +9,22 @@ model), which is most of the variance in an accuracy comparison.
 - :func:`paired_bootstrap` for any other score (partial credit, recall): a
   bootstrap of the per-sample differences (Efron & Tibshirani, 1993, "An
   Introduction to the Bootstrap", ch. 13 and 16.4).
+
+:func:`paired_difference` picks the test from the scores and gives the
+difference of the means with its 95% interval: Newcombe's square-and-add
+interval for 0/1 verdicts (:func:`newcombe_paired_interval`), the bootstrap's
+percentile interval otherwise. ``compare`` and ``report`` both call it.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
+
+from evalsuite.metrics import Z95, wilson_interval
 
 
 @dataclass(frozen=True)
@@ -108,14 +116,107 @@ def paired_bootstrap(baseline: Sequence[float], candidate: Sequence[float],
                            n=len(d), resamples=resamples)
 
 
-def paired_test(baseline: Sequence[float], candidate: Sequence[float],
-                resamples: int = 10_000, seed: int = 0) -> dict:
-    """The right paired test for the scores: McNemar when every score is 0 or 1,
-    the paired bootstrap otherwise. Returns a JSON-ready dict with ``test``,
-    ``p_value``, ``n`` and the test's own figures."""
+def newcombe_paired_interval(both_right: int, wins: int, losses: int, both_wrong: int,
+                             z: float = Z95) -> tuple[float, float]:
+    """95% interval of ``p_candidate - p_baseline`` for paired 0/1 verdicts.
+
+    Newcombe's square-and-add (hybrid score) interval for paired proportions,
+    method 10 of Newcombe (1998), Statistics in Medicine 17:2635-2650, as
+    recommended by Fagerland, Lydersen & Laake (2014), Stat Med 33:2850. The
+    counts are the paired 2x2 table: ``wins`` = wrong in the baseline and right
+    in the candidate, ``losses`` = the reverse. With Wilson intervals
+    ``[l1, u1]`` of the candidate's rate ``p1`` and ``[l2, u2]`` of the
+    baseline's ``p2``, and the correlation estimate ``phi`` of the table
+    (corrected towards 0 as in the paper)::
+
+        lower = d - sqrt((p1-l1)^2 - 2 phi (p1-l1)(u2-p2) + (u2-p2)^2)
+        upper = d + sqrt((p2-l2)^2 - 2 phi (p2-l2)(u1-p1) + (u1-p1)^2)
+
+    Raises ValueError for a negative count or an empty table.
+    """
+    counts = (both_right, wins, losses, both_wrong)
+    if min(counts) < 0:
+        raise ValueError(f"table counts must be >= 0, got {counts}")
+    n = sum(counts)
+    if n == 0:
+        raise ValueError("newcombe_paired_interval needs at least one pair")
+    cand_right, base_right = both_right + wins, both_right + losses
+    p1, p2 = cand_right / n, base_right / n
+    l1, u1 = wilson_interval(cand_right, n, z)
+    l2, u2 = wilson_interval(base_right, n, z)
+    margins = cand_right * (n - cand_right) * base_right * (n - base_right)
+    phi = 0.0
+    if margins > 0:
+        a = both_right * both_wrong - wins * losses
+        # Newcombe's continuity correction: a positive association is shrunk by n/2.
+        corrected = a - n / 2 if a > n / 2 else (0.0 if a >= 0 else a)
+        phi = corrected / math.sqrt(margins)
+    d = p1 - p2
+    lower = d - math.sqrt(max(0.0, (p1 - l1) ** 2 - 2 * phi * (p1 - l1) * (u2 - p2) + (u2 - p2) ** 2))
+    upper = d + math.sqrt(max(0.0, (p2 - l2) ** 2 - 2 * phi * (p2 - l2) * (u1 - p1) + (u1 - p1) ** 2))
+    return max(-1.0, lower), min(1.0, upper)
+
+
+@dataclass(frozen=True)
+class PairedDifference:
+    """Candidate minus baseline over ``n`` paired scores.
+
+    ``diff``: ``candidate_mean - baseline_mean``, in the metric's units;
+    ``ci95``: its 95% interval (Newcombe for 0/1 verdicts, paired-bootstrap
+    percentile otherwise); ``p_value``: two-sided p of "no difference" from
+    ``test`` (``mcnemar-exact`` or ``paired-bootstrap``); ``wins``/``losses``:
+    pairs the candidate got right/wrong against the baseline (0/1 verdicts
+    only); ``resamples``: bootstrap draws (bootstrap only).
+    """
+
+    test: str
+    n: int
+    baseline_mean: float
+    candidate_mean: float
+    diff: float
+    ci95: tuple[float, float]
+    p_value: float
+    wins: int | None = None
+    losses: int | None = None
+    resamples: int | None = None
+
+    def significant(self, alpha: float = 0.05) -> bool:
+        return self.p_value < alpha
+
+
+def paired_difference(baseline: Sequence[float], candidate: Sequence[float],
+                      resamples: int = 10_000, seed: int = 0) -> PairedDifference:
+    """The difference of two runs' mean scores on the same samples, with its 95%
+    interval and the paired test's p-value: exact McNemar and Newcombe's interval
+    when every score is 0 or 1, the paired bootstrap otherwise (deterministic for
+    a ``seed``).
+
+    Raises ValueError for sequences of different lengths or of length 0.
+    """
+    if len(baseline) != len(candidate):
+        raise ValueError(f"paired sequences differ in length: {len(baseline)} vs {len(candidate)}")
+    if not baseline:
+        raise ValueError("paired_difference needs at least one pair")
+    n = len(baseline)
+    base_mean, cand_mean = sum(baseline) / n, sum(candidate) / n
     if _is_binary(baseline) and _is_binary(candidate):
         r = mcnemar_exact(baseline, candidate)
-        return {"test": "mcnemar-exact", "p_value": r.p_value, "n": r.n, "losses": r.b, "wins": r.c}
+        both_right = sum(1 for x, y in zip(baseline, candidate) if x == 1.0 and y == 1.0)
+        ci = newcombe_paired_interval(both_right, r.c, r.b, n - both_right - r.b - r.c)
+        return PairedDifference("mcnemar-exact", n, base_mean, cand_mean, (r.c - r.b) / n, ci, r.p_value,
+                                wins=r.c, losses=r.b)
     r = paired_bootstrap(baseline, candidate, resamples=resamples, seed=seed)
-    return {"test": "paired-bootstrap", "p_value": r.p_value, "n": r.n,
-            "mean_diff": r.mean_diff, "ci95": list(r.ci95), "resamples": r.resamples}
+    return PairedDifference("paired-bootstrap", n, base_mean, cand_mean, r.mean_diff, r.ci95, r.p_value,
+                            resamples=r.resamples)
+
+
+def paired_test(baseline: Sequence[float], candidate: Sequence[float],
+                resamples: int = 10_000, seed: int = 0) -> dict:
+    """:func:`paired_difference` as a JSON-ready dict: ``test``, ``p_value``,
+    ``n``, ``diff``, ``ci95`` and the test's own figures (``wins``/``losses``
+    for McNemar; ``mean_diff``/``resamples`` for the bootstrap)."""
+    r = paired_difference(baseline, candidate, resamples=resamples, seed=seed)
+    out = {"test": r.test, "p_value": r.p_value, "n": r.n, "diff": r.diff, "ci95": list(r.ci95)}
+    if r.test == "mcnemar-exact":
+        return {**out, "losses": r.losses, "wins": r.wins}
+    return {**out, "mean_diff": r.diff, "resamples": r.resamples}

@@ -10,6 +10,7 @@ and writes ``<output_dir>/<suite_run_id>/<entry id>/`` plus ``suite.json``.
 Format (every key but ``tasks`` optional)::
 
     name: smoke
+    label: null                  # the suite's name in reports (default: derived from what differs)
     model: null                  # a local directory or hub id; null: the embedded model
     backend: vllm
     data_dir: null               # else EVALSUITE_DATA_DIR
@@ -57,7 +58,7 @@ from evalsuite.errors import UsageError
 
 SUITE_FILE = "suite.json"
 
-_SUITE_KEYS = {"name", "description", "model", "backend", "data_dir", "seed", "batch_size",
+_SUITE_KEYS = {"name", "label", "description", "model", "backend", "data_dir", "seed", "batch_size",
                "max_error_rate", "backend_args", "engine", "defaults", "tasks"}
 _ENTRY_KEYS = {"name", "id", "limit", "num_fewshot", "max_tokens", "temperature", "top_p", "seed",
                "system_prompt", "num_samples", "allow_unsandboxed", "args", "engine", "optional"}
@@ -68,13 +69,14 @@ _ENGINE_KEYS = {f.name for f in fields(EngineConfig)}
 class Suite:
     """A loaded suite: its ``name``, the file it came from, one RunConfig per
     entry (``run_id`` set to the entry id) and the optional entries skipped
-    because their task is not installed."""
+    because their task is not installed; ``label``: its name in reports."""
 
     name: str
     path: Path
     configs: tuple[RunConfig, ...]
     skipped: tuple[str, ...] = ()
     description: str = ""
+    label: str | None = None
 
 
 def _check_keys(where: str, given: Mapping[str, Any], allowed: set[str]) -> None:
@@ -131,7 +133,7 @@ def read_suite(path: str | Path, overrides: Mapping[str, Any] | None = None) -> 
     """Reads and checks a suite file.
 
     ``overrides``: suite-level values that replace the file's (``model``,
-    ``data_dir``, ``backend``) or every entry's ``limit`` (``limit``); ``None``
+    ``data_dir``, ``backend``, ``label``) or every entry's ``limit`` (``limit``); ``None``
     values are ignored. Output paths are not set here: :func:`run_suite` does that.
 
     Every value is checked against :mod:`evalsuite.schemas` (``SuiteFile``,
@@ -206,11 +208,13 @@ def read_suite(path: str | Path, overrides: Mapping[str, Any] | None = None) -> 
             allow_unsandboxed=entry.allow_unsandboxed,
             backend_args={k: tuple(v) if k == "base_urls" else v for k, v in backend_args.items()},
             max_error_rate=suite.max_error_rate,
+            label=over.get("label", suite.label),
         ))
     if not configs:
         raise UsageError(f"{path}: none of the suite's tasks is installed (skipped: {', '.join(skipped)})")
     return Suite(name=str(suite.name or path.stem), path=path, configs=tuple(configs),
-                 skipped=tuple(skipped), description=str(suite.description or ""))
+                 skipped=tuple(skipped), description=str(suite.description or ""),
+                 label=configs[0].label)
 
 
 def load_suite(path: str | Path) -> list[RunConfig]:
@@ -247,8 +251,8 @@ def peak_memory(memories: Sequence[dict[str, Any] | None]) -> dict[str, Any] | N
 def run_suite(path: str | Path, args: Any, backend: Any = None) -> int:
     """Runs every entry of a suite; the handler of ``evalsuite run --suite FILE``.
 
-    ``args`` is the ``run`` command's namespace: ``--model``, ``--data-dir`` and
-    ``--limit`` override the suite's values when given, ``--no-cache`` bypasses the
+    ``args`` is the ``run`` command's namespace: ``--model``, ``--data-dir``,
+    ``--limit`` and ``--label`` override the suite's values when given, ``--no-cache`` bypasses the
     response cache (a real rerun, e.g. for a regression gate); the suite's directory is
     ``<--output-dir>/<--run-id or a new id>/``. Entries with the same model,
     backend and engine settings share one engine, opened once. Returns the exit
@@ -263,7 +267,7 @@ def run_suite(path: str | Path, args: Any, backend: Any = None) -> int:
     from evalsuite.runner import load_tasks, open_backend, run
 
     suite = read_suite(path, {"model": getattr(args, "model", None), "data_dir": getattr(args, "data_dir", None),
-                              "limit": getattr(args, "limit", None)})
+                              "limit": getattr(args, "limit", None), "label": getattr(args, "label", None)})
     for name in suite.skipped:
         print(f"evalsuite: suite {suite.name}: task '{name}' is not installed; skipped", file=sys.stderr)
     output_dir = check_output_dir(getattr(args, "output_dir", None) or "results")
@@ -279,7 +283,7 @@ def run_suite(path: str | Path, args: Any, backend: Any = None) -> int:
         load_tasks(config, resolve_model(config.model, config.backend))
     claim_dir(suite_dir, "suite directory")
     text = suite.path.read_bytes()
-    header = {"schema_version": 1, "suite": suite.name, "description": suite.description,
+    header = {"schema_version": 1, "suite": suite.name, "label": suite.label, "description": suite.description,
               "file": str(suite.path), "sha256": hashlib.sha256(text).hexdigest(),
               "runs": [c.run_id for c in configs], "skipped": list(suite.skipped), "started_at": time.time()}
     write_json_atomic(suite_dir / SUITE_FILE, {**header, "status": "running"})

@@ -128,12 +128,16 @@ class Score:
 
     ``value`` is 1.0/0.0 for right/wrong (or a fraction for partial credit);
     ``answer`` is what the extractor found (``None`` when it found nothing, which is
-    counted as an extraction failure); ``detail`` explains non-obvious verdicts.
+    counted as an extraction failure); ``detail`` explains non-obvious verdicts;
+    ``second_opinion`` is an independent verifier's view of the same output
+    (:mod:`evalsuite.scoring.second_opinion`), recorded beside the verdict, never
+    replacing it.
     """
 
     value: float
     answer: Any = None
     detail: str | None = None
+    second_opinion: Mapping[str, Any] | None = None
 
     @property
     def extracted(self) -> bool:
@@ -158,6 +162,10 @@ class SampleRecord:
     error: str | None
     metadata: Mapping[str, Any] = field(default_factory=lambda: _EMPTY)
 
+    def _second_opinions(self) -> dict[str, Any]:
+        opinions = {name: dict(s.second_opinion) for name, s in self.scores.items() if s.second_opinion is not None}
+        return {"second_opinions": opinions} if opinions else {}
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "task": self.task,
@@ -169,6 +177,7 @@ class SampleRecord:
             "answers": {name: s.answer for name, s in self.scores.items()},
             "verdicts": {name: s.value for name, s in self.scores.items()},
             "details": {name: s.detail for name, s in self.scores.items() if s.detail},
+            **self._second_opinions(),
             "prompt_tokens": self.prompt_tokens,
             "output_tokens": self.output_tokens,
             "finish_reason": self.finish_reason,

@@ -34,7 +34,6 @@ rates of right / wrong / no-answer / unverifiable verdicts and timeouts.
 
 from __future__ import annotations
 
-import atexit
 import random
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -49,7 +48,7 @@ from evalsuite.metrics import accuracy
 from evalsuite.task import Scorer, Task, task
 from evalsuite.types import Generation, Message, Sample, SampleRecord, SamplingParams, Score
 
-VERSION = "1"
+VERSION = "2"
 PRIMARY = "exact-solution-set"
 SUBSTITUTION = "substitution-check"
 FAMILIES = (
@@ -414,26 +413,6 @@ def load_problems(path: str | Path) -> list[Problem]:
 # ---------------------------------------------------------------------------
 # Scoring
 
-_POOLS: dict[tuple[int, float], Any] = {}
-
-
-def _pool(workers: int, time_limit_s: float):
-    """One pool per (workers, limit) for the process, reused across batches."""
-    from evalsuite.scoring.equations import VerifierPool
-
-    key = (workers, time_limit_s)
-    if key not in _POOLS:
-        _POOLS[key] = VerifierPool(workers=workers, time_limit_s=time_limit_s)
-    return _POOLS[key]
-
-
-@atexit.register
-def _close_pools() -> None:
-    for pool in _POOLS.values():
-        pool.close()
-    _POOLS.clear()
-
-
 def scores_of(verdict) -> dict[str, Score]:
     """A verdict as the two scorers' rows."""
     primary = Score(1.0 if verdict.status == "right" else 0.0, verdict.answer, verdict.detail)
@@ -442,16 +421,24 @@ def scores_of(verdict) -> dict[str, Score]:
     return {PRIMARY: primary, SUBSTITUTION: check}
 
 
-def _single(output: str, sample: Sample, time_limit_s: float, workers: int) -> dict[str, Score]:
-    from evalsuite.scoring.equations import Limits, verify_many
+def score_outputs(samples: Sequence[Sample], outputs: Sequence[str], time_limit_s: float, workers: int,
+                  second_opinion: bool = True) -> list[dict[str, Score]]:
+    """Both rows for each output, checked in the shared pool; with ``second_opinion``
+    math-verify's verdict rides on the primary row (:mod:`evalsuite.scoring.second_opinion`)."""
+    from evalsuite.scoring import second_opinion as mv
+    from evalsuite.scoring.equations import Limits, math_verify_gold, shared_pool, verify_many
 
-    limits = Limits(time_limit_s=time_limit_s)
-    (verdict,) = verify_many([output], [spec_of(sample)], _pool(workers, time_limit_s), limits)
-    return scores_of(verdict)
+    pool = shared_pool(workers, time_limit_s)
+    specs = [spec_of(s) for s in samples]
+    rows = [scores_of(v) for v in verify_many(outputs, specs, pool, Limits(time_limit_s=time_limit_s))]
+    if not second_opinion:
+        return rows
+    return mv.attach(rows, PRIMARY, mv.run(outputs, [math_verify_gold(s) for s in specs], pool))
 
 
 def aggregate(records: Sequence[SampleRecord]) -> dict[str, Any]:
-    """Accuracy per family, verdict counts and rates, and timeouts."""
+    """Accuracy per family, verdict counts and rates, timeouts, and math-verify's
+    agreement with the primary row (``math_verify``, when it ran)."""
     families: dict[str, list[SampleRecord]] = {}
     for r in records:
         families.setdefault(str(r.metadata.get("family", "user")), []).append(r)
@@ -468,7 +455,11 @@ def aggregate(records: Sequence[SampleRecord]) -> dict[str, Any]:
     no_answer = count(lambda r: r.scores[PRIMARY].answer is None and r.scores[PRIMARY].detail != "unverifiable")
     timeouts = count(lambda r: (r.scores[SUBSTITUTION].detail or "").startswith("timeout"))
     right = count(lambda r: r.scores[PRIMARY].value == 1.0)
+    from evalsuite.scoring.second_opinion import agreement
+
+    second = agreement(records, PRIMARY)
     return {
+        **({"math_verify": second} if second is not None else {}),
         "families": per_family,
         "verification": {
             "n": n, "right": right, "wrong": n - right - unverifiable - no_answer, "no_answer": no_answer,
@@ -499,6 +490,7 @@ def equations(
     time_limit_s: float = 5.0,
     workers: int | None = None,
     max_tokens: int = 768,
+    second_opinion: bool = True,
 ) -> Task:
     """Generated equations (``count`` per family) plus the brief's fixed case.
 
@@ -506,6 +498,8 @@ def equations(
     JSONL problems appended after the generated ones (``count=0`` keeps only
     them and the fixed case). ``domain``: ``real``/``complex`` override. Checks
     use ``workers`` processes (default: CPU count), ``time_limit_s`` each.
+    ``second_opinion``: also run math-verify on every output (its verdict is
+    recorded and its agreement counted; it never changes a score).
     """
     import os
 
@@ -519,6 +513,8 @@ def equations(
     workers = _as("workers", workers, int) if workers else max(1, os.cpu_count() or 1)
     if workers < 1 or max_tokens < 1:
         raise UsageError("equations: workers and max_tokens must be >= 1")
+    if not isinstance(second_opinion, bool):
+        raise UsageError(f"equations: second_opinion must be true or false, got {second_opinion!r}")
     problems = [BRIEF_PROBLEM, *generate(count, difficulty, seed, chosen, domain)]
     if data_file:
         problems += load_problems(data_file)
@@ -529,15 +525,11 @@ def equations(
     samples = [to_sample(p) for p in problems]
 
     def score_batch(batch: Sequence[Sample], generations: Sequence[Generation]) -> list[dict[str, Score]]:
-        from evalsuite.scoring.equations import Limits, verify_many
-
-        verdicts = verify_many([g.text for g in generations], [spec_of(s) for s in batch],
-                               _pool(workers, time_limit_s), Limits(time_limit_s=time_limit_s))
-        return [scores_of(v) for v in verdicts]
+        return score_outputs(batch, [g.text for g in generations], time_limit_s, workers, second_opinion)
 
     def one(name):
         def score(output: str, sample: Sample) -> Score:
-            return _single(output, sample, time_limit_s, workers)[name]
+            return score_outputs([sample], [output], time_limit_s, workers, second_opinion=False)[0][name]
         return score
 
     return Task(
@@ -552,5 +544,5 @@ def equations(
         source=f"generated (seed {seed}, difficulty {difficulty})" + (f" + {data_file}" if data_file else ""),
         args={"count": count, "difficulty": difficulty, "seed": seed, "data_file": data_file, "domain": domain,
               "families": ",".join(chosen), "time_limit_s": time_limit_s, "workers": workers,
-              "max_tokens": max_tokens},
+              "max_tokens": max_tokens, "second_opinion": second_opinion},
     )

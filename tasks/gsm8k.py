@@ -20,29 +20,40 @@ Prompts:
 Scorers (named as in lm-evaluation-harness). With ``extraction="evalsuite"``
 (the default for ``cot``): ``strict-match`` reads the answer only where the
 format asked for it; ``flexible-extract`` takes the last ``\\boxed{}``, else the
-last number; both compare numbers after normalisation. With
+last number; both read the text through :mod:`evalsuite.scoring.normalize`
+(Unicode signs and digits, thousands separators under the shared comma rule,
+``$``, LaTeX) and compare exact decimals (never rounded). With
 ``extraction="lm-eval"`` (the default for ``fewshot``): lm-eval's own two
 filters (``#### N`` first match; last ``-?[$0-9.,]{2,}|-?[0-9]+`` match) and its
 ``exact_match`` string comparison after removing ``,``, ``$``, everything up to
-``#### `` and a final ``.``, case-insensitively (lm_eval/tasks/gsm8k/gsm8k.yaml).
+``#### `` and a final ``.``, case-insensitively (lm_eval/tasks/gsm8k/gsm8k.yaml),
+reproduced as they are for parity, so without evalsuite's normalisation.
+
+Second opinion (``second_opinion=True``, the default): math-verify reads every
+raw output against the gold and its verdict is recorded on the
+``flexible-extract`` row; the task's metrics carry the agreement
+(:mod:`evalsuite.scoring.second_opinion`).
 """
 
 from __future__ import annotations
 
+import os
 import random
 import re
-from decimal import Decimal, InvalidOperation
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, field_validator
 
 from evalsuite.data import data_dir as resolve_data_dir
 from evalsuite.data import read_jsonl, require_file
 from evalsuite.errors import UsageError
+from evalsuite.scoring.normalize import canonical_decimal, last_boxed, normalize_text
 from evalsuite.task import Scorer, Task, task
-from evalsuite.types import Message, Sample, SamplingParams, Score
+from evalsuite.types import Generation, Message, Sample, SampleRecord, SamplingParams, Score
 
-VERSION = "2"
+VERSION = "3"
 
 COT_TEMPLATE = (
     "Solve the following math word problem. Think step by step, then write the "
@@ -51,11 +62,15 @@ COT_TEMPLATE = (
 )
 FEWSHOT_STOP = ("Question:", "</s>", "<|im_end|>")
 
-# A number as models write it: optional sign and $, thousands separators, decimals.
-_NUMBER = r"-?\$?\s?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?"
-_NUMBER_RE = re.compile(rf"(?<![\w.]){_NUMBER}")
+# A number after normalisation (evalsuite.scoring.normalize: signs, separators,
+# currency and LaTeX already mapped): not part of a word, a decimal, an exponent
+# (``m^{2}``) or a subscript.
+_NUMBER = r"-?(?:\d+(?:\.\d+)?|\.\d+)"
+_NUMBER_RE = re.compile(rf"(?<![\w.^_])(?<![\^_]\{{)(?<![\^_]\{{-){_NUMBER}", re.ASCII)
+# Between the anchor and the number: emphasis, colons, brackets, \boxed{, \( and \[.
 _STRICT_RE = re.compile(
-    rf"(?:####|\banswer\s+is\s*:?|\bfinal\s+answer\s*(?:is\s*)?:?)[*_\s]*({_NUMBER})",
+    r"(?:####|\banswer\s+is|\bfinal\s+answer(?:\s+is)?)(?:[*_\s:({\[]|\\boxed\s*\{|\\[(\[])*"
+    rf"({_NUMBER})(?![\d.]\d)",
     re.IGNORECASE,
 )
 
@@ -65,59 +80,39 @@ LM_EVAL_STRICT_RE = re.compile(r"#### (\-?[0-9\.\,]+)")
 LM_EVAL_FLEXIBLE_RE = re.compile(r"(-?[$0-9.,]{2,})|(-?[0-9]+)")
 LM_EVAL_IGNORE = (",", r"\$", r"(?s).*#### ", r"\.$")
 LM_EVAL_FEWSHOT = 5
+MATH_VERIFY_TIME_LIMIT_S = 5.0
 
 
 def normalize_number(text: str) -> str | None:
     """Canonical decimal string of a number as written, or None.
 
-    Drops ``$``, spaces and thousands separators and a trailing period; ``18.00``
-    becomes ``18``, ``-0.50`` becomes ``-0.5``.
+    The text is normalised first (:func:`evalsuite.scoring.normalize.normalize_text`:
+    Unicode signs and digits, thousands separators, ``$``), then spaces and a
+    trailing period are dropped; ``18.00`` becomes ``18``, ``-0.50`` becomes
+    ``-0.5``. Exact at any number of digits (never rounded).
     """
-    cleaned = text.replace("$", "").replace(",", "").replace(" ", "").rstrip(".")
-    try:
-        value = Decimal(cleaned)
-    except InvalidOperation:
-        return None
-    if not value.is_finite():
-        return None
-    value = value.normalize()
-    out = format(value, "f")
-    return "0" if out in ("-0", "0") else out
-
-
-def _last_boxed(text: str) -> str | None:
-    """Contents of the last ``\\boxed{...}``, braces balanced."""
-    start = text.rfind("\\boxed{")
-    if start < 0:
-        return None
-    depth, i = 0, start + len("\\boxed")
-    for j in range(i, len(text)):
-        if text[j] == "{":
-            depth += 1
-        elif text[j] == "}":
-            depth -= 1
-            if depth == 0:
-                return text[i + 1 : j]
-    return None
+    return canonical_decimal(normalize_text(text).replace(" ", "").rstrip("."))
 
 
 def strict_match(output: str) -> str | None:
-    """The answer where the format put it: the first ``#### N`` or "The answer is N".
+    """The answer where the format put it: the first ``#### N``, "The answer is N" or
+    "Final answer: N" (emphasis, ``$``, ``\\boxed{`` and brackets may come between).
 
     Only the first occurrence counts, so an invented follow-up question after the
-    answer does not change it. Returns the normalised number or None.
+    answer does not change it. Returns the canonical number or None.
     """
-    m = _STRICT_RE.search(output)
-    return normalize_number(m.group(1)) if m else None
+    m = _STRICT_RE.search(normalize_text(output))
+    return canonical_decimal(m.group(1)) if m else None
 
 
 def flexible_extract(output: str) -> str | None:
     """The last number inside the last ``\\boxed{}``, else the last number in the text."""
-    boxed = _last_boxed(output)
-    for text in (boxed, output) if boxed is not None else (output,):
-        numbers = _NUMBER_RE.findall(text)
+    text = normalize_text(output)
+    boxed = last_boxed(text)
+    for part in (boxed, text) if boxed is not None else (text,):
+        numbers = _NUMBER_RE.findall(part)
         if numbers:
-            return normalize_number(numbers[-1])
+            return canonical_decimal(numbers[-1])
     return None
 
 
@@ -168,6 +163,33 @@ def _lm_eval_scorer(name: str, extract, primary: bool = False) -> Scorer:
     return Scorer(name, score, primary)
 
 
+SECOND_OPINION_ROW = "flexible-extract"
+
+
+def _with_math_verify(scorers: tuple[Scorer, ...]):
+    """A ``score_batch``: the scorers in-process, then math-verify on each output
+    against ``$<gold>$`` in the shared killable pool (one worker per core, at most
+    8), attached to ``flexible-extract``."""
+    def score_batch(samples: Sequence[Sample], generations: Sequence[Generation]) -> list[dict[str, Score]]:
+        from evalsuite.scoring import second_opinion as mv
+        from evalsuite.scoring.equations import shared_pool
+
+        outputs = [g.text for g in generations]
+        rows = [{s.name: s.score(o, sample) for s in scorers} for sample, o in zip(samples, outputs)]
+        pool = shared_pool(max(1, min(8, os.cpu_count() or 1)), MATH_VERIFY_TIME_LIMIT_S)
+        return mv.attach(rows, SECOND_OPINION_ROW, mv.run(outputs, [f"${s.target}$" for s in samples], pool))
+
+    return score_batch
+
+
+def aggregate(records: Sequence[SampleRecord]) -> dict[str, Any]:
+    """math-verify's agreement with ``flexible-extract`` (``math_verify``), when it ran."""
+    from evalsuite.scoring.second_opinion import agreement
+
+    second = agreement(records, SECOND_OPINION_ROW)
+    return {"math_verify": second} if second is not None else {}
+
+
 def _metadata(doc: dict, extraction: str) -> dict:
     if extraction == "lm-eval":  # the reference lm-eval's exact_match compares against
         return {"question": doc["question"], "reference": lm_eval_normalize(doc["answer"])}
@@ -202,7 +224,7 @@ def _load_split(split: str, folder: Path | None) -> tuple[list[dict], Path | Non
         import datasets
 
         return list(datasets.load_dataset("openai/gsm8k", "main", split=split)), None
-    except Exception as e:  # offline, no datasets package, hub error: all one fix
+    except Exception as e:  # noqa: BLE001 -- offline, no datasets package, hub error: all one fix
         raise UsageError(
             f"GSM8K could not be loaded from the hub ({type(e).__name__}); "
             "pass --data-dir (or set EVALSUITE_DATA_DIR) to a folder with gsm8k/test.jsonl"
@@ -233,6 +255,7 @@ def gsm8k(
     split: str = "test",
     fewshot_seed: int = 1234,
     extraction: str | None = None,
+    second_opinion: bool = True,
 ) -> Task:
     """GSM8K with the zero-shot chat CoT prompt, or lm-eval's few-shot prompt.
 
@@ -241,7 +264,10 @@ def gsm8k(
     lm-eval's gsm8k) drawn per item with ``fewshot_seed`` (lm-eval's default
     1234), see :func:`fewshot_shots`. ``extraction`` is ``evalsuite`` or
     ``lm-eval`` (defaults: ``evalsuite`` for ``cot``, ``lm-eval`` for ``fewshot``).
-    Raises UsageError for an unknown prompt or extraction or a negative shot count.
+    ``second_opinion``: also run math-verify on every output beside
+    ``flexible-extract`` (recorded and counted, never changing a score).
+    Raises UsageError for an unknown prompt or extraction, a negative shot count
+    or a non-boolean ``second_opinion``.
     """
     prompt = prompt or ("fewshot" if (num_fewshot or 0) > 0 else "cot")
     if prompt not in ("cot", "fewshot"):
@@ -251,6 +277,8 @@ def gsm8k(
     extraction = extraction or ("lm-eval" if prompt == "fewshot" else "evalsuite")
     if extraction not in ("evalsuite", "lm-eval"):
         raise UsageError(f"gsm8k: unknown extraction {extraction!r} (use 'evalsuite' or 'lm-eval')")
+    if not isinstance(second_opinion, bool):
+        raise UsageError(f"gsm8k: second_opinion must be true or false, got {second_opinion!r}")
     folder = resolve_data_dir(data_dir)
     docs, path = _load_split(split, folder)
     files = [path] if path else []
@@ -283,8 +311,10 @@ def gsm8k(
         samples=samples,
         scorers=scorers,
         params=params,
+        score_batch=_with_math_verify(scorers) if second_opinion else None,
+        aggregate=aggregate,
         data_files=tuple(p for p in files if p),
         source="openai/gsm8k (main)",
         args={"num_fewshot": num_fewshot, "prompt": prompt, "split": split, "fewshot_seed": fewshot_seed,
-              "extraction": extraction},
+              "extraction": extraction, "second_opinion": second_opinion},
     )

@@ -14,29 +14,60 @@ Prompts (``prompt=``):
 - ``completion``: the raw prompt for base models; the output is the function body,
   cut at the Codex paper's stop sequences.
 
-Each answer runs as ``prompt + completion + test + check(entry_point)`` in the
-sandbox (:mod:`evalsuite.sandbox`); it passes when the program ends without an
-exception. With ``num_samples=n`` (``--num-samples``) every problem is sampled n
-times and pass@k is reported for each k in ``ks`` with ``k <= n``.
+Verdicts: each problem's test is first turned into data, once per data file, by
+running the reference solution under the test with a recording wrapper
+(:func:`evalsuite.scoring.code.derive_tests`, the approach of EvalPlus; cached in
+``<cache dir>/humaneval-tests/``). An answer then runs as ``prompt + completion`` in
+the sandbox (:mod:`evalsuite.sandbox`), its function is called on the recorded
+inputs, and only the return values come back, as plain data. The harness replays
+the problem's own ``check`` on them in its own process
+(:func:`evalsuite.scoring.code.replay_check`), so the answer's code never takes part
+in the verdict; the data file and the cache are hidden inside the sandbox. A
+problem whose test cannot be turned into data (no reference solution, inputs or
+values that are not plain data, a test that depends on more than the return
+values) keeps the older verdict: ``prompt + completion + test + check(entry_point)``
+run inside the sandbox, passing when it ends without an exception; a hostile
+program can forge that one. Such problems are listed with the reason in ``run.json``
+(``args.verdicts_in_sandbox``); HumanEval itself has none.
+
+With ``num_samples=n`` (``--num-samples``) every problem is sampled n times and
+pass@k is reported for each k in ``ks`` with ``k <= n``.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import gzip
+import hashlib
 import json
+import os
+import sys
 from collections import Counter, defaultdict
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from evalsuite.errors import UsageError
 from evalsuite.metrics import mean_stderr
-from evalsuite.sandbox import Limits, SandboxPool, resolve_isolation, shared_pool
-from evalsuite.scoring.code import completion_from_code, extract_code, humaneval_program, pass_at_k
-from evalsuite.task import Scorer, Task, task
+from evalsuite.sandbox import CallJob, Limits, SandboxPool, resolve_isolation, shared_pool
+from evalsuite.scoring.code import (
+    TEST_SEED,
+    DerivedTests,
+    completion_from_code,
+    derivation_program,
+    derive_tests,
+    extract_code,
+    humaneval_program,
+    pass_at_k,
+    replay_check,
+    tests_from_json,
+    tests_to_json,
+)
+from evalsuite.task import Scorer, Task, file_sha256, task
 from evalsuite.types import Generation, Message, Sample, SampleRecord, SamplingParams, Score
 
-VERSION = "1"
+VERSION = "2"  # 2: verdicts from return values replayed outside the sandbox
+DERIVED_TESTS_FORMAT = 1
 
 CHAT_TEMPLATE = (
     "Complete the following Python function. Answer with the complete function, "
@@ -116,24 +147,101 @@ def completion_for(output: str, entry_point: str, bare_body: bool = True) -> str
     return None if code is None else completion_from_code(code, entry_point)
 
 
-def score_outputs(problems: Sequence[dict], outputs: Sequence[str | None], pool: SandboxPool,
-                  limits: Limits, bare_body: bool = True) -> list[Score]:
-    """Runs each output against its problem's tests; one Score per output.
+def derivation_limits(limits: Limits) -> Limits:
+    """Limits for running a reference solution under its recorded test (more time:
+    the recording copies every input and value)."""
+    return dataclasses.replace(limits, timeout_s=max(10.0, 2 * limits.timeout_s), cpu_s=None)
 
-    ``outputs[i] is None`` marks a failed request (scored 0 without running).
-    ``Score.answer`` is the completion that ran (None when none was found);
-    ``Score.detail`` is ``"<status>: <reason>"`` for an answer that did not pass.
+
+def derived_tests_dir() -> Path:
+    """Where derived tests are cached: ``<cache dir>/humaneval-tests`` (``$EVALSUITE_CACHE``
+    or ``~/.cache/evalsuite``)."""
+    from evalsuite.models import cache_dir
+
+    return cache_dir() / "humaneval-tests"
+
+
+def derived_tests_file(data_file: Path) -> Path:
+    """The cache file for a data file: keyed by its SHA-256, the Python version, the
+    format and the recording code (so a change to how tests are derived derives again)."""
+    version = f"py{sys.version_info[0]}{sys.version_info[1]}"
+    recorder = hashlib.sha256(derivation_program("", "", "", "f").encode()).hexdigest()[:12]
+    return derived_tests_dir() / f"{file_sha256(data_file)}-{version}-v{DERIVED_TESTS_FORMAT}-{recorder}.json"
+
+
+def _read_derived(path: Path, problems: Sequence[Mapping[str, Any]]) -> dict[str, DerivedTests] | None:
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+        if doc.get("format") != DERIVED_TESTS_FORMAT or doc.get("seed") != TEST_SEED:
+            return None
+        tests = {tid: tests_from_json(t) for tid, t in doc["problems"].items()}
+    except (OSError, ValueError, TypeError, KeyError, IndexError, RecursionError):
+        return None  # absent or unreadable: derive again
+    return tests if all(p["task_id"] in tests for p in problems) else None
+
+
+def load_derived_tests(data_file: Path, problems: Sequence[Mapping[str, Any]], pool: SandboxPool,
+                       limits: Limits) -> dict[str, DerivedTests]:
+    """Each problem's derived tests by ``task_id``: from the cache, or derived now in
+    ``pool`` (:func:`~evalsuite.scoring.code.derive_tests`) and cached. A cache file
+    that cannot be read is derived again; one that cannot be written is skipped."""
+    path = derived_tests_file(data_file)
+    cached = _read_derived(path, problems)
+    if cached is not None:
+        return cached
+    tests = {p["task_id"]: t for p, t in zip(problems, derive_tests(problems, pool, derivation_limits(limits)))}
+    doc = {"format": DERIVED_TESTS_FORMAT, "seed": TEST_SEED, "data_file": str(data_file),
+           "problems": {tid: tests_to_json(t) for tid, t in tests.items()}}
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        partial = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+        partial.write_text(json.dumps(doc), encoding="utf-8")
+        os.replace(partial, path)
+    except OSError:
+        pass  # a read-only cache only costs a derivation next time
+    return tests
+
+
+def _tests_for(problems: Sequence[Mapping[str, Any]], pool: SandboxPool, limits: Limits) -> dict[str, DerivedTests]:
+    unique = list({p["task_id"]: p for p in problems}.values())
+    return {p["task_id"]: t for p, t in zip(unique, derive_tests(unique, pool, derivation_limits(limits)))}
+
+
+def score_outputs(problems: Sequence[dict], outputs: Sequence[str | None], pool: SandboxPool,
+                  limits: Limits, bare_body: bool = True,
+                  tests: Mapping[str, DerivedTests] | None = None) -> list[Score]:
+    """Scores each output against its problem's tests; one Score per output.
+
+    ``tests``: the problems' derived tests by ``task_id`` (derived now, uncached,
+    when None). With derived tests the answer's function runs in the sandbox on the
+    recorded inputs and the problem's ``check`` is replayed here on the returned
+    values (see the module doc); without, ``prompt + completion + test + check``
+    runs in the sandbox. ``outputs[i] is None`` marks a failed request (scored 0
+    without running). ``Score.answer`` is the completion that ran (None when none
+    was found); ``Score.detail`` is ``"<status>: <reason>"`` for an answer that did
+    not pass.
     """
+    if tests is None:
+        tests = _tests_for(problems, pool, limits)
     completions = [None if o is None else completion_for(o, p["entry_point"], bare_body)
                    for p, o in zip(problems, outputs)]
     runnable = [i for i, c in enumerate(completions) if c is not None]
-    outcomes = pool.run(
-        [humaneval_program(problems[i]["prompt"], completions[i], problems[i]["test"], problems[i]["entry_point"])
-         for i in runnable],
-        limits,
-    )
+    replayed = [i for i in runnable if tests[problems[i]["task_id"]].reason is None]
+    in_sandbox = [i for i in runnable if tests[problems[i]["task_id"]].reason is not None]
     scores = [Score(0.0, None, "no code in the answer" if o is not None else "request failed") for o in outputs]
-    for i, outcome in zip(runnable, outcomes):
+    jobs = [CallJob(problems[i]["prompt"] + completions[i], problems[i]["entry_point"],
+                    tests[problems[i]["task_id"]].inputs) for i in replayed]
+    for i, outcome in zip(replayed, pool.call(jobs, limits)):
+        p = problems[i]
+        if outcome.status == "returned":
+            why = replay_check(p["prompt"], p["test"], p["entry_point"], tests[p["task_id"]], outcome.returns)
+            detail = None if why is None else f"failed: {why}"
+        else:
+            detail = f"{outcome.status}: {outcome.reason}"
+        scores[i] = Score(float(detail is None), completions[i], detail)
+    programs = [humaneval_program(problems[i]["prompt"], completions[i], problems[i]["test"],
+                                  problems[i]["entry_point"]) for i in in_sandbox]
+    for i, outcome in zip(in_sandbox, pool.run(programs, limits)):
         detail = None if outcome.passed else f"{outcome.status}: {outcome.reason}"
         scores[i] = Score(float(outcome.passed), completions[i], detail)
     return scores
@@ -200,6 +308,13 @@ def humaneval(
     path = Path(data_file).expanduser() if data_file else default_data_file()
     problems = load_problems(path)
     by_id = {p["task_id"]: p for p in problems}
+    hide = (path, derived_tests_dir())  # reference solutions and expected values stay out of the sandbox
+    try:  # it must exist when the workers start, to be masked should it lie under a visible path
+        derived_tests_dir().mkdir(parents=True, exist_ok=True)
+    except OSError:
+        pass  # an unwritable cache is only slower (see load_derived_tests)
+    tests = load_derived_tests(path, problems, shared_pool(isolation, workers, hide), limits)
+    verdicts_in_sandbox = {tid: t.reason for tid, t in tests.items() if t.reason is not None}
 
     if prompt == "chat":
         samples = [Sample(p["task_id"], (Message("user", CHAT_TEMPLATE.format(prompt=p["prompt"])),),
@@ -216,17 +331,20 @@ def humaneval(
 
     def score_batch(batch: Sequence[Sample], generations: Sequence[Generation]) -> list[dict[str, Score]]:
         outputs = [None if g.error else g.text for g in generations]
-        pool = shared_pool(isolation, workers)
-        scores = score_outputs([by_id[s.id] for s in batch], outputs, pool, limits, bare_body)
+        pool = shared_pool(isolation, workers, hide)
+        scores = score_outputs([by_id[s.id] for s in batch], outputs, pool, limits, bare_body, tests)
         return [{"pass@1": s} for s in scores]
 
     def score_one(output: str, sample: Sample) -> Score:
-        return score_outputs([by_id[sample.id]], [output], shared_pool(isolation, workers), limits, bare_body)[0]
+        pool = shared_pool(isolation, workers, hide)
+        return score_outputs([by_id[sample.id]], [output], pool, limits, bare_body, tests)[0]
 
     def aggregate(records: Sequence[SampleRecord]) -> dict[str, Any]:
         statuses = Counter((r.scores["pass@1"].detail or "passed").split(":")[0] for r in records)
+        in_sandbox = sum(r.sample_id in verdicts_in_sandbox for r in records)
         return {"pass_at_k": pass_at_k_table(records, ks),
-                "execution": {"isolation": isolation, "statuses": dict(statuses)}}
+                "execution": {"isolation": isolation, "statuses": dict(statuses),
+                              "verdicts": {"replayed": len(records) - in_sandbox, "in_sandbox": in_sandbox}}}
 
     return Task(
         name="humaneval",
@@ -240,5 +358,6 @@ def humaneval(
         data_files=(path,),
         source="openai/human-eval" if data_file is None else str(path),
         args={"prompt": prompt, "data_file": str(path), "num_samples": num_samples, "ks": list(ks),
-              "isolation": isolation, "workers": workers, "timeout_s": float(timeout_s)},
+              "isolation": isolation, "workers": workers, "timeout_s": float(timeout_s),
+              "verdicts_in_sandbox": verdicts_in_sandbox},
     )

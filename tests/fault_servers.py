@@ -17,8 +17,10 @@ the prompt text (the user messages joined, or the plain prompt):
 - ``--event MARKER DATA``: send ``data: DATA`` (raw, e.g. ``[1,2,3]``) as the
   first event of the stream, then the normal reply.
 
-``--models-json JSON`` replaces the body of ``GET /v1/models`` (odd shapes: a
-list, a string ``data``, an integer ``id``).
+``--replies FILE`` scripts the answers instead: a JSON list of ``[marker, reply]``;
+a prompt containing a marker gets that reply (the first marker found), others get
+:func:`reply_for`. ``--models-json JSON`` replaces the body of ``GET /v1/models``
+(odd shapes: a list, a string ``data``, an integer ``id``).
 """
 
 from __future__ import annotations
@@ -84,7 +86,11 @@ def make_handler(args: argparse.Namespace, stats: dict, lock: threading.Lock):
             if any(m in text for m in args.slow):
                 time.sleep(args.slow_seconds)
             replies = [Path(f).read_text(encoding="utf-8") for m, f in args.reply if m in text]
-            words = [replies[0]] if replies else reply_for(text).split(" ")
+            scripted = next((reply for marker, reply in args.scripted if marker in text), None)
+            if replies:
+                words = [replies[0]]
+            else:
+                words = (scripted if scripted is not None else reply_for(text)).split(" ")
             try:
                 self.send_response(200)
                 self.send_header("Content-Type", "text/event-stream")
@@ -126,7 +132,12 @@ def main(argv=None) -> int:
     parser.add_argument("--reply", nargs=2, action="append", default=[], metavar=("MARKER", "FILE"))
     parser.add_argument("--event", nargs=2, action="append", default=[], metavar=("MARKER", "DATA"))
     parser.add_argument("--models-json", default=None)
+    parser.add_argument("--replies", default=None, help="JSON file: a list of [marker, reply]")
     args = parser.parse_args(argv)
+    args.scripted = []
+    if args.replies:
+        with open(args.replies, encoding="utf-8") as f:
+            args.scripted = [tuple(pair) for pair in json.load(f)]
     stats: dict = {"attempts": {}, "served": 0}
     server = ThreadingHTTPServer(("127.0.0.1", args.port), make_handler(args, stats, threading.Lock()))
     server.daemon_threads = True

@@ -27,8 +27,8 @@ def _thresholds(tmp_path, text: str):
 
 
 def test_significant_accuracy_drop_is_a_regression(tmp_path):
-    base = load_run(write_run(tmp_path, "base", {"gsm8k": {"verdicts": BASE, "e2e_ms_p95": 1000.0}}))
-    cand = load_run(write_run(tmp_path, "cand", {"gsm8k": {"verdicts": WORSE, "e2e_ms_p95": 1000.0}},
+    base = load_run(write_run(tmp_path, "base", {"gsm8k": {"verdicts": BASE, "e2e_ms": 1000.0}}))
+    cand = load_run(write_run(tmp_path, "cand", {"gsm8k": {"verdicts": WORSE, "e2e_ms": 1000.0}},
                               temperature=1.5))
     c = compare_runs(base, cand, load_thresholds(None))
     acc = next(x for x in c.checks if x.kind == "accuracy")
@@ -59,13 +59,13 @@ def test_partial_credit_uses_the_paired_bootstrap(tmp_path):
 
 
 def test_latency_and_memory_thresholds(tmp_path):
-    t = _thresholds(tmp_path, "latency: {max_increase: 0.5}\nmemory: {metrics: [peak_rss_gib], max_increase: 0.1}\n")
-    base = load_run(write_run(tmp_path, "base", {"t": {"verdicts": BASE, "e2e_ms_p95": 1000.0}},
-                              memory={"peak_rss_gib": 4.0}))
-    ok = load_run(write_run(tmp_path, "ok", {"t": {"verdicts": BASE, "e2e_ms_p95": 1400.0}},
-                            memory={"peak_rss_gib": 4.4}))
-    slow = load_run(write_run(tmp_path, "slow", {"t": {"verdicts": BASE, "e2e_ms_p95": 1600.0}},
-                              memory={"peak_rss_gib": 4.8}))
+    t = _thresholds(tmp_path, "latency: {max_increase: 0.5}\nmemory: {metrics: [host_peak_rss_gib], max_increase: 0.1}\n")
+    base = load_run(write_run(tmp_path, "base", {"t": {"verdicts": BASE, "e2e_ms": 1000.0}},
+                              memory={"host_peak_rss_gib": 4.0}))
+    ok = load_run(write_run(tmp_path, "ok", {"t": {"verdicts": BASE, "e2e_ms": 1400.0}},
+                            memory={"host_peak_rss_gib": 4.4}))
+    slow = load_run(write_run(tmp_path, "slow", {"t": {"verdicts": BASE, "e2e_ms": 1600.0}},
+                              memory={"host_peak_rss_gib": 4.8}))
     by = lambda c: {x.kind: x for x in c.checks}
     passed = by(compare_runs(base, ok, t))
     assert passed["latency"].verdict == "pass" and passed["latency"].delta == pytest.approx(0.4)
@@ -77,8 +77,9 @@ def test_latency_and_memory_thresholds(tmp_path):
 
 def test_missing_figures_read_na_and_never_fail(tmp_path):
     t = _thresholds(tmp_path, "memory: {metrics: [peak_gpu_mem_gib]}\n")
-    base = load_run(write_run(tmp_path, "base", {"t": {"verdicts": BASE}}))
-    cand = load_run(write_run(tmp_path, "cand", {"t": {"verdicts": BASE}}))
+    # Answered from the response cache: no per-request timings, so no latency figure.
+    base = load_run(write_run(tmp_path, "base", {"t": {"verdicts": BASE, "e2e_ms": None}}))
+    cand = load_run(write_run(tmp_path, "cand", {"t": {"verdicts": BASE, "e2e_ms": None}}))
     c = compare_runs(base, cand, t)
     assert {x.kind: x.verdict for x in c.checks} == {"accuracy": "pass", "latency": "n/a", "memory": "n/a",
                                                      "run": "pass"}
@@ -164,5 +165,7 @@ def test_cli_exit_codes_and_outputs(tmp_path, capsys):
     assert "Outcome: REGRESSION" in printed and "| accuracy | gsm8k | acc |" in printed
     data = json.loads((out / "compare.json").read_text())
     assert data["outcome"] == "regression" and data["checks"][0]["verdict"] == "REGRESSION"
-    assert (out / "compare.md").read_text().startswith("## evalsuite compare: `worse` vs baseline `base`")
+    md = (out / "compare.md").read_text()
+    assert md.startswith("## evalsuite compare: `tiny-model · 2023-")  # labels; ids on the next line
+    assert "Runs: baseline `base`, candidate `worse`." in md
     assert main(["compare", "base", "nowhere", *args]) == 2

@@ -16,6 +16,12 @@ def test_gsm8k_runs_end_to_end_on_real_vllm(vllm_backend, run_with, gsm8k_data_d
     assert run["metrics"]["gsm8k"]["scores"]["strict-match"]["n"] == 4
     assert all(r["output_tokens"] > 0 for r in records)
 
+    # math-verify's second opinion on flexible-extract: in every record, counted in run.json.
+    assert all(r["second_opinions"]["flexible-extract"]["verifier"].startswith("math-verify") for r in records)
+    mv = run["metrics"]["gsm8k"]["math_verify"]
+    assert mv["scorer"] == "flexible-extract" and mv["n"] + mv["unavailable"] == 4
+    assert mv["agree"] + mv["disagree"] == mv["n"] and len(mv["disagreements"]) == mv["disagree"]
+
     # Latency from vLLM's per-request stats: TTFT before E2E, both measured.
     for r in records:
         t = r["timings"]

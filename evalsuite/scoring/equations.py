@@ -27,10 +27,14 @@ equations is reported separately (:func:`substitution_check`).
 
 from __future__ import annotations
 
+import atexit
+import functools
+import importlib
 import math
 import multiprocessing
 import os
 import re
+import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -38,6 +42,9 @@ from multiprocessing.connection import wait as wait_for
 from typing import Any, Self
 
 import sympy
+from sympy.core.evalf import PrecisionExhausted
+
+from evalsuite.scoring.normalize import last_boxed, normalize_text, normalize_unicode, unbox
 
 __all__ = [
     "CapExceeded",
@@ -56,7 +63,6 @@ __all__ = [
 ]
 
 RELATIVE_TOLERANCE = 1e-9
-SUBSTITUTION_TOLERANCE = 1e-8
 
 
 @dataclass(frozen=True)
@@ -128,28 +134,25 @@ class CapExceeded(ValueError):
 # ---------------------------------------------------------------------------
 # Normalisation and tokens
 
-_UNICODE = {
-    "\u2212": "-", "\u2013": "-", "\u00b7": "*", "\u00d7": "*", "\u22c5": "*", "\u00f7": "/",
-    "\u00b1": "\\pm ", "\u2213": "\\mp ", "\u221a": "\\sqrt ", "\u03c0": "\\pi ", "\u2208": " \\in ",
-    "\u2205": "\\emptyset ", "\u2248": " \\approx ", "\u00b2": "^2", "\u00b3": "^3", "\u2009": " ",
-    "\u00a0": " ",
+# Math symbols of the grammar (after evalsuite.scoring.normalize has mapped signs,
+# dashes, spaces, digits, super/subscripts and LaTeX number forms).
+_SYMBOLS = {
+    "\u00b7": "*", "\u00d7": "*", "\u22c5": "*", "\u2219": "*", "\u00f7": "/", "\u00b1": "\\pm ",
+    "\u2213": "\\mp ", "\u221a": "\\sqrt ", "\u03c0": "\\pi ", "\u2208": " \\in ", "\u2205": "\\emptyset ",
+    "\u2248": " \\approx ", "%": " ",
 }
-_UNICODE.update({chr(0x2080 + d): f"_{d}" for d in range(10)})
-_UNICODE_RE = re.compile("|".join(map(re.escape, _UNICODE)))
-_TEXT_CMD_RE = re.compile(r"\\(?:text|textbf|textit|mathrm|mathit|mathbf|operatorname|mbox)\s*\{([^{}]*)\}")
-_SPACING_RE = re.compile(r"\\[,;:! ]|\\(?:displaystyle|limits)\b|~|&")
-_SEPARATOR_RE = re.compile(r"\\q?quad\b|\\\\")
-_LEFT_RIGHT_RE = re.compile(r"\\(?:left|right|big|Big|bigg|Bigg)(?![a-zA-Z])\.?")
-_BOXED_RE = re.compile(r"\\(?:boxed|fbox)\s*\{")
+_SYMBOLS_RE = re.compile("|".join(map(re.escape, _SYMBOLS)))
+_SEPARATOR_RE = re.compile(r"\\q?quad(?![a-zA-Z])|\\\\")
+_LATEX_NOISE_RE = re.compile(r"\\(?:big|Big|bigg|Bigg)(?![a-zA-Z])\.?|\\limits(?![a-zA-Z])|&")
 
 _TOKEN_RE = re.compile(
     r"(?P<ws>\s+)|(?P<num>\d+(?:\.\d+)?|\.\d+)|(?P<cmd>\\[a-zA-Z]+)|(?P<word>[a-zA-Z]+)"
-    r"|(?P<op>\*\*|[-+*/^()\[\]{},;=!_|<>:\u00b1\u2213])"
+    r"|(?P<op>\*\*|[-+*/^()\[\]{},;=!_|<>:\u00b1\u2213\u2248])"
 )
 _COMMANDS = {
     "\\frac": "frac", "\\dfrac": "frac", "\\tfrac": "frac", "\\cfrac": "frac", "\\sqrt": "sqrt",
     "\\pi": "pi", "\\ln": "ln", "\\log": "log", "\\exp": "exp", "\\cdot": "*", "\\times": "*",
-    "\\div": "/", "\\pm": "\u00b1", "\\mp": "\u2213", "\\in": "=", "\\approx": "=", "\\e": "e",
+    "\\div": "/", "\\pm": "\u00b1", "\\mp": "\u2213", "\\in": "=", "\\approx": "\u2248", "\\e": "e",
     "\\emptyset": "emptyset", "\\varnothing": "emptyset", "\\infty": "infty", "\\lor": "or",
     "\\vee": "or", "\\land": "and", "\\wedge": "and", "\\mathrm": "", "\\iota": "i",
 }
@@ -160,37 +163,24 @@ _OPEN, _CLOSE = "([{", ")]}"
 class _Tok:
     kind: str  # num, word, op
     text: str
-
-
-def _unbox(text: str) -> str:
-    """Replaces every ``\\boxed{X}`` by ``X`` (braces balanced)."""
-    while (m := _BOXED_RE.search(text)) is not None:
-        depth, end = 1, None
-        for j in range(m.end(), len(text)):
-            if text[j] == "{":
-                depth += 1
-            elif text[j] == "}":
-                depth -= 1
-                if depth == 0:
-                    end = j
-                    break
-        if end is None:
-            return text[: m.start()] + text[m.end():]
-        text = text[: m.start()] + text[m.end(): end] + text[end + 1:]
-    return text
+    glued: bool = False  # no space before it in the text ("AZYUK2": the 2 is glued)
 
 
 def normalize(text: str) -> str:
-    """LaTeX and Unicode spellings mapped onto the grammar's (pure string edits)."""
-    text = _UNICODE_RE.sub(lambda m: _UNICODE[m.group()], text)
-    text = _unbox(text)
-    for _ in range(3):  # \text{\mathrm{..}} nests rarely and shallowly
-        text = _TEXT_CMD_RE.sub(lambda m: f" {m.group(1)} ", text)
-    text = text.replace("\\{", "{").replace("\\}", "}").replace("$", " ")
-    text = re.sub(r"\\[\[\]()]", " ", text)
-    text = _LEFT_RIGHT_RE.sub("", text)
+    """Model or problem text in the grammar's spelling (pure string edits).
+
+    :func:`evalsuite.scoring.normalize.normalize_text` first (after ``\\quad`` and
+    ``\\\\`` become list separators), then the grammar's own symbols, ``\\boxed``
+    unwrapped, ``\\{ \\}`` as braces, ``\\( \\) \\[ \\]`` dropped, ``%`` dropped
+    (a unit, as in Hendrycks et al.'s MATH answer normaliser).
+    """
     text = _SEPARATOR_RE.sub(", ", text)
-    return _SPACING_RE.sub(" ", text)
+    text = normalize_text(text)
+    text = _SYMBOLS_RE.sub(lambda m: _SYMBOLS[m.group()], text)
+    text = unbox(text)
+    text = text.replace("\\{", "{").replace("\\}", "}")
+    text = re.sub(r"\\[\[\]()]", " ", text)
+    return _LATEX_NOISE_RE.sub(" ", text)
 
 
 def check_size(text: str, limits: Limits) -> None:
@@ -216,6 +206,7 @@ def tokenize(text: str) -> list[_Tok]:
         m = _TOKEN_RE.match(text, pos)
         if m is None:
             raise ParseError(f"unexpected character {text[pos]!r}")
+        glued = pos > 0 and not text[pos - 1].isspace()
         pos = m.end()
         kind = m.lastgroup
         if kind == "ws":
@@ -227,10 +218,10 @@ def tokenize(text: str) -> list[_Tok]:
             value = _COMMANDS[value]
             if not value:
                 continue
-            kind = "op" if value in ("*", "/", "=", "\u00b1", "\u2213") else "word"
+            kind = "op" if value in ("*", "/", "=", "\u00b1", "\u2213", "\u2248") else "word"
         elif kind == "op" and value == "**":
             value = "^"
-        out.append(_Tok(kind, value))
+        out.append(_Tok(kind, value, glued))
     return out
 
 
@@ -384,7 +375,9 @@ class _Parser:
         if tok.kind == "num":
             if len(tok.text) > 40:
                 raise CapExceeded("number literal longer than 40 digits")
-            return self.check(sympy.Rational(tok.text))
+            if "." in tok.text:  # a decimal is a float: compared with the relative tolerance
+                return sympy.Float(tok.text, max(30, len(tok.text) + 5))
+            return self.check(sympy.Integer(self.numeral_base(tok.text)))
         if tok.text in ("(", "{", "["):
             value = self.expr()
             self.take(_CLOSE[_OPEN.index(tok.text)])
@@ -422,6 +415,25 @@ class _Parser:
             value = sympy.log(arg) if base is None else sympy.log(arg) / sympy.log(base)
             return self.check(value)
         raise ParseError(f"unknown name {name!r}")
+
+    def numeral_base(self, digits: str) -> int:
+        """``204_5`` and ``204_{5}`` are base-5 numerals (54); plain digits are decimal."""
+        if not self.at("_"):
+            return int(digits)
+        k = 2 if self.peek(1) is not None and self.peek(1).text == "{" else 1
+        base_tok = self.peek(k)
+        if base_tok is None or base_tok.kind != "num" or not base_tok.text.isdigit() \
+                or (k == 2 and (self.peek(3) is None or self.peek(3).text != "}")):
+            raise ParseError("a subscript after a number must be its base")
+        base = int(base_tok.text)
+        if not 2 <= base <= 36:
+            raise ParseError(f"base {base} is not 2 to 36")
+        try:
+            value = int(digits, base)
+        except ValueError:
+            raise ParseError(f"{digits} is not a base-{base} numeral") from None
+        self.i += 2 if k == 1 else 4
+        return value
 
     def digit_frac(self) -> sympy.Expr:
         r"""``\frac12`` = 1/2: LaTeX takes single characters as arguments."""
@@ -592,13 +604,85 @@ def _elements(tokens: list[_Tok]) -> list[list[_Tok]] | None:
     return None
 
 
+_NEGATIONS = {"not", "no", "never", "nor", "neither", "except", "without"}
+
+
+def _strip_trailing_prose(tokens: list[_Tok], known: set[str]) -> list[_Tok]:
+    """Drops trailing words outside the grammar and the powers and slashes of units
+    (``cm^2``, ``m/s``): "x = 2 and x = 3 are the solutions", "125 miles", "28 percent".
+
+    Raises ParseError when the dropped prose negates the answer ("x = 2 is not a root").
+    """
+    def prose(k: int) -> bool:
+        return k >= 0 and tokens[k].kind == "word" and tokens[k].text not in known
+
+    end = len(tokens)
+    while end:
+        if prose(end - 1):
+            end -= 1
+            continue
+        tail = [t.text if t.kind != "num" else "N" for t in tokens[max(0, end - 5): end]]
+        power = next((len(p) for p in (["^", "{", "-", "N", "}"], ["^", "{", "N", "}"], ["^", "N"])
+                      if tail[-len(p):] == p), 0)
+        if power and prose(end - power - 1):
+            end -= power
+        elif tokens[end - 1].text in ("/", "*") and prose(end - 2):
+            end -= 1
+        else:
+            break
+    dropped = {t.text.lower() for t in tokens[end:] if t.kind == "word"}
+    if dropped & _NEGATIONS:
+        raise ParseError("the answer is negated")
+    if any(t.kind == "num" or t.text == "=" for t in tokens[:end]):
+        return tokens[:end]
+    return tokens
+
+
+def _strip_leading_prose(tokens: list[_Tok], known: set[str]) -> list[_Tok]:
+    """Drops leading words outside the grammar (and commas between them) when a
+    number follows: "Jane started growing Sphere 3" -> ``3``. Raises ParseError when
+    the dropped words negate what follows ("not 5") or the number is glued to the
+    last of them ("AZYUK2A")."""
+    k = 0
+    while k < len(tokens) and (tokens[k].kind == "word" and tokens[k].text not in known or tokens[k].text == ","):
+        k += 1
+    if k == 0 or k == len(tokens) or not (tokens[k].kind == "num" or tokens[k].text == "-"):
+        return tokens
+    if tokens[k].glued and tokens[k - 1].kind == "word":
+        raise ParseError("digits glued to a word are part of it")  # "AZYUK2A" holds no number
+    if {t.text.lower() for t in tokens[:k]} & _NEGATIONS:
+        raise ParseError("the answer is negated")
+    return tokens[k:]
+
+
+def _cut_approximation(item: list[_Tok]) -> list[_Tok]:
+    """``x = 1/3 ≈ 0.33`` -> ``x = 1/3`` (the exact value stated first is the answer);
+    ``x ≈ 0.33`` -> ``x = 0.33`` (only an approximation was stated)."""
+    cut = next((k for k, t in enumerate(item) if t.text == "\u2248"), None)
+    if cut is None:
+        return item
+    before = item[:cut]
+    sides = _split_top(before, {"="})
+    if sides and len(sides) > 1 or (len(sides) == 1 and _variable_name(sides[0]) is None):
+        return before
+    return [*before, _Tok("op", "="), *[t for t in item[cut + 1:] if t.text != "\u2248"]]
+
+
+def _mentions(tokens: list[_Tok], variables: Sequence[str]) -> bool:
+    return any(t.kind == "word" and (t.text in variables or (len(t.text) > 1 and set(t.text) <= set(variables)))
+               for t in tokens)
+
+
 def parse_answer(segment: str, variables: Sequence[str], limits: Limits = Limits()) -> list[tuple[sympy.Expr, ...]]:
     """The solutions an answer segment claims, each a tuple over ``variables``.
 
     A repeated root is listed once per stated multiplicity (``x_1 = x_2 = 3``,
-    ``x = 3 (multiplicity 2)``). Returns ``[]`` for "no solution" / ``\\emptyset``.
-    Raises ParseError when the segment is not an answer, CapExceeded when it is
-    over a cap.
+    ``x = 3 (multiplicity 2)``). With one unknown, an equality chain's last side
+    is the value (``x = 5 + 6 = 11``; sides that are not names must not mention
+    the unknown, so restating the equation is not an answer) and whatever follows
+    ``≈`` after an exact value is dropped. Returns ``[]`` for "no solution" /
+    ``\\emptyset``. Raises ParseError when the segment is not an answer,
+    CapExceeded when it is over a cap.
     """
     text = normalize(segment)
     check_size(text, limits)
@@ -608,18 +692,14 @@ def parse_answer(segment: str, variables: Sequence[str], limits: Limits = Limits
     text = _LEAD_RE.sub("", text).strip().strip("*").strip()
     tokens = tokenize(text)
     known = {*_FUNCTIONS, *_CONSTANTS, *variables, "pi", "frac", "or", "and", *_MULTIPLICITY_WORDS}
-    end = len(tokens)
-    while end and tokens[end - 1].kind == "word" and tokens[end - 1].text not in known:
-        end -= 1  # trailing prose: "x = 2 and x = 3 are the solutions"
-    if any(t.kind == "num" or t.text == "=" for t in tokens[:end]):
-        tokens = tokens[:end]
+    tokens = _strip_leading_prose(_strip_trailing_prose(tokens, known), known)
     if not tokens:
         raise ParseError("empty answer")
     n = len(variables)
     solutions: list[tuple[sympy.Expr, ...]] = []
     pending: dict[str, sympy.Expr] = {}
     for item in _split_top(tokens, _SEPARATORS):
-        item, repeat = _strip_multiplicity(item)
+        item, repeat = _strip_multiplicity(_cut_approximation(item))
         sides = _split_top(item, {"="})
         if not sides:
             raise ParseError("empty item")
@@ -627,18 +707,19 @@ def parse_answer(segment: str, variables: Sequence[str], limits: Limits = Limits
         names = []
         for side in lhs:
             inner = _elements(side) if _enclosed(side) else None
-            if inner is not None:
-                names.append(tuple(_variable_name(e) for e in inner))
-            else:
-                names.append(_variable_name(side))
-            if names[-1] is None or (isinstance(names[-1], tuple) and None in names[-1]):
+            name = tuple(_variable_name(e) for e in inner) if inner is not None else _variable_name(side)
+            if name is not None and not (isinstance(name, tuple) and None in name):
+                names.append(name)
+            elif n > 1 or _mentions(side, variables):
                 raise ParseError("left side of '=' is not a variable")
+            else:  # working shown in a chain ("5 + 6 = 11"): a closed value, not a claim
+                _Parser(side, limits).parse()
         if n > 1 and _enclosed(rhs) and rhs[0].text != "{":
             members = [rhs]  # one solution tuple
         else:
             members = _elements(rhs) or [rhs]
         if n == 1:
-            count = max(repeat, len(lhs))
+            count = max(repeat, len(names))
             for member in members:
                 inner = _elements(member)
                 for part in inner if inner is not None else [member]:
@@ -675,6 +756,21 @@ def parse_answer(segment: str, variables: Sequence[str], limits: Limits = Limits
 # Finding the answer in a model's output
 
 _FINAL_RE = re.compile(r"final\s+answer\s*(?:is)?[\s*_:]*(?:is\b)?[\s:]*", re.IGNORECASE)
+_SENTENCE_END_RE = re.compile(r"\.(?=\s)|\.?\$\$")
+_COPULA_RE = re.compile(r"\b(?:is|are|was|were|be|equals?)\b|'s\b|:", re.IGNORECASE)
+_NEGATED_RE = re.compile(r"^\W*(?:not|no|never|n't)\b", re.IGNORECASE)
+
+
+def _last_display(text: str) -> str | None:
+    """Contents of the last display-math block, ``\\[...\\]`` or ``$$...$$`` (found
+    from the end: linear time)."""
+    best = None
+    for opener, closer in (("\\[", "\\]"), ("$$", "$$")):
+        end = text.rfind(closer)
+        start = text.rfind(opener, 0, end) if end > 0 else -1
+        if start >= 0 and (best is None or end > best[1]):
+            best = (start + len(opener), end)
+    return text[best[0]: best[1]] if best else None
 
 
 def _last_boxed_line(text: str) -> str | None:
@@ -686,14 +782,47 @@ def _last_boxed_line(text: str) -> str | None:
     return text[line_start: None if line_end < 0 else line_end]
 
 
+def _clause(text: str) -> str | None:
+    """What follows the last "is"/"are"/"equals"/":" of ``text``, unless negated."""
+    cuts = list(_COPULA_RE.finditer(text))
+    if not cuts:
+        return None
+    clause = text[cuts[-1].end():]
+    return clause if clause.strip() and not _NEGATED_RE.match(clause) else None
+
+
+def segment_variants(segment: str) -> list[str]:
+    """Shorter readings of a candidate segment, each tried if the one before fails:
+    its first sentence and the clause after that sentence's last "is"/"are"/":";
+    then the same for its last sentence holding a digit.
+
+    "$x = 3$. I hope it is correct." -> ``$x = 3$``; "The largest n is 34." ->
+    `` 34``; "... there are 12 sequences. I hope it is correct." -> `` 12 sequences``.
+    """
+    sentences = [s for s in _SENTENCE_END_RE.split(segment) if s.strip()]
+    if not sentences:
+        return []
+    with_digit = [s for s in sentences if any(c.isdigit() for c in s)]
+    out: list[str] = []
+    for sentence in (sentences[0], with_digit[-1] if with_digit else None):
+        for text in (sentence, _clause(sentence) if sentence else None):
+            if text and text != segment and text not in out:
+                out.append(text)
+    return out
+
+
 def candidate_segments(output: str, variables: Sequence[str]) -> list[str]:
     """Places an answer may be, most explicit first.
 
     1. what follows the last "final answer" (the next line if that is empty);
-    2. the line of the last ``\\boxed{}``;
+    2. the line of the last ``\\boxed{}``, then that box's contents alone;
     3. the last line stating a solution (``x = ``, ``x_1 =``, ``(x, y) =``, a set,
        "no solution"), from that statement on;
-    4. the last non-empty line.
+    4. the last non-empty line;
+    5. the contents of the last display-math block (``\\[...\\]``, ``$$...$$``,
+       which may span lines, unlike inline math).
+
+    Each is followed by its :func:`segment_variants`.
     """
     out: list[str] = []
     finals = list(_FINAL_RE.finditer(output))
@@ -701,10 +830,11 @@ def candidate_segments(output: str, variables: Sequence[str]) -> list[str]:
         rest = output[finals[-1].end():]
         lines = [ln for ln in rest.split("\n") if ln.strip().strip("*$").strip()]
         if lines:
-            out.append(lines[0])
+            out += [lines[0], *segment_variants(lines[0])]
     boxed = _last_boxed_line(output)
     if boxed is not None:
-        out.append(boxed)
+        inner = last_boxed(output)
+        out += [boxed, *([inner] if inner is not None else []), *segment_variants(boxed)]
     names = "|".join(re.escape(v) for v in variables)
     statement = re.compile(
         rf"(?<![A-Za-z\\])(?:\(\s*(?:{names})\s*(?:,\s*(?:{names})\s*)+\)\s*=|(?:{names})(?:_\{{?\w+\}}?|\d)?\s*(?:=|\\in|∈)"
@@ -715,104 +845,193 @@ def candidate_segments(output: str, variables: Sequence[str]) -> list[str]:
     for line in reversed(lines):
         m = statement.search(line)
         if m is not None:
-            out.append(line[m.start():])
+            out += [line[m.start():], *segment_variants(line[m.start():])]
             break
     if lines:
-        out.append(lines[-1])
-    seen: list[str] = []
-    for s in out:
-        if s not in seen:
-            seen.append(s)
-    return seen
+        out += [lines[-1], *segment_variants(lines[-1])]
+    display = _last_display(output)
+    if display is not None:
+        out.append(display.replace("\n", " "))
+    return list(dict.fromkeys(out))
 
 
 def extract_answer(output: str, variables: Sequence[str], limits: Limits = Limits()) -> list[tuple[sympy.Expr, ...]] | None:
     """The claimed solutions of the first candidate segment that parses, else None.
 
-    Raises CapExceeded when the output, or a candidate consulted before one that
-    parses, is over a cap.
+    Raises CapExceeded when the output is over the size cap, or when no candidate
+    parses and one of them was over a cap.
     """
     if len(output) > limits.max_output_chars:
         raise CapExceeded(f"output of {len(output)} characters exceeds {limits.max_output_chars}")
-    for segment in candidate_segments(output, variables):
+    over: CapExceeded | None = None
+    for segment in candidate_segments(normalize_unicode(output), variables):
         try:
             return parse_answer(segment, variables, limits)
         except (ParseError, ZeroDivisionError):
             continue
+        except CapExceeded as e:  # a long prose line is not the answer; an over-cap one counts if nothing else parses
+            over = over or e
+    if over is not None:
+        raise over
     return None
 
 
 # ---------------------------------------------------------------------------
-# Comparison
+# Comparison: exact first, a relative tolerance only for floats
 
-def _numeric(value: sympy.Expr) -> complex | None:
-    """``value`` at 30 digits as a complex double; None for undefined or infinite."""
+_X = sympy.Dummy("x")
+_CERTIFY_DIGITS = 30
+_MAX_WORKING_DIGITS = 300
+
+
+def has_float(value: sympy.Expr) -> bool:
+    """Whether ``value`` holds a float (a number the text wrote with a decimal point)."""
+    return bool(value.atoms(sympy.Float))
+
+
+def _defined(value: sympy.Expr) -> bool:
+    return not value.has(sympy.zoo, sympy.nan, sympy.oo, -sympy.oo)
+
+
+def _certainly_nonzero(d: sympy.Expr) -> bool:
+    """True when sympy's evalf certifies a nonzero digit of ``d`` (30 digits, working
+    precision up to 300): a proof that ``d != 0``."""
     try:
-        z = complex(sympy.N(value, 30))
-    except (TypeError, ValueError, OverflowError, ZeroDivisionError):
+        value = d.evalf(_CERTIFY_DIGITS, strict=True, maxn=_MAX_WORKING_DIGITS)
+    except (PrecisionExhausted, TypeError, ValueError, ArithmeticError):
+        return False
+    return value != 0
+
+
+def _algebraic(d: sympy.Expr) -> bool:
+    return (not d.atoms(sympy.Function, sympy.NumberSymbol)
+            and all(p.exp.is_Rational for p in d.atoms(sympy.Pow)))
+
+
+def exact_zero(d: sympy.Expr) -> tuple[bool, str]:
+    """Whether the closed-form number ``d`` is exactly 0, and how that was decided.
+
+    In order: sympy's automatic simplification gives 0 (``exact``); an undefined
+    value is not 0; a digit of ``d`` certified nonzero by evalf proves ``d != 0``;
+    for an algebraic ``d`` (integers, rationals, radicals, ``i``) its minimal
+    polynomial is ``x`` exactly when ``d = 0`` (``exact``); otherwise (``pi``, ``e``,
+    logarithms) ``sympy.simplify`` reducing ``d`` to 0 (``exact``); failing that, a
+    ``d`` without a nonzero digit at 300 digits of working precision counts as 0
+    (``zero to 300 digits``). Returns ``(is_zero, how)``.
+    """
+    if d == 0:
+        return True, "exact"
+    if not _defined(d) or d.is_Rational:
+        return False, "exact"
+    if _certainly_nonzero(d):
+        return False, "exact"
+    if _algebraic(d):
+        return sympy.minimal_polynomial(d, _X) == _X, "exact"
+    if sympy.expand_log(d, force=True, factor=True) == 0 or sympy.simplify(d) == 0:
+        return True, "exact"
+    return True, f"zero to {_MAX_WORKING_DIGITS} digits"
+
+
+def _close(a: sympy.Expr, b: sympy.Expr, tol: float = RELATIVE_TOLERANCE) -> bool:
+    """``|a - b| <= tol * max(|a|, |b|)`` at 30 digits (a float is on a side)."""
+    if not (_defined(a) and _defined(b)):
+        return False
+    try:
+        diff = abs(sympy.N(a - b, _CERTIFY_DIGITS))
+        scale = max(abs(sympy.N(a, _CERTIFY_DIGITS)), abs(sympy.N(b, _CERTIFY_DIGITS)))
+        return bool(diff <= tol * scale)
+    except (TypeError, ValueError, ArithmeticError):
+        return False
+
+
+def same_value(a: sympy.Expr, b: sympy.Expr) -> str | None:
+    """How ``a`` equals ``b`` (``exact``, ``float`` or ``zero to 300 digits``), or None.
+
+    The rule: two exact values (integers, rationals, radicals, ``pi``, ``e``,
+    logarithms, ``i``) are equal only when their difference is exactly 0
+    (:func:`exact_zero`); when either holds a float, they are equal when
+    ``|a - b| <= 1e-9 * max(|a|, |b|)`` (Python's ``math.isclose`` default,
+    PEP 485, with no absolute tolerance: 1e-20 is not 0 and 1e20 + 1e5 is not 1e20).
+    """
+    if has_float(a) or has_float(b):
+        return "float" if _close(a, b) else None
+    zero, how = exact_zero(a - b)
+    return how if zero else None
+
+
+def _same_tuple(a: tuple, b: tuple) -> str | None:
+    hows = [same_value(x, y) for x, y in zip(a, b)]
+    if None in hows or len(a) != len(b):
         return None
-    if not (math.isfinite(z.real) and math.isfinite(z.imag)):
-        return None
-    return z
+    return next((h for h in hows if h != "exact"), "exact")
 
 
-def _close(a: complex, b: complex, tol: float = RELATIVE_TOLERANCE) -> bool:
-    return abs(a - b) <= tol * max(1.0, abs(b))
-
-
-def _tuple_close(a: tuple, b: tuple) -> bool:
-    return all(x is not None and y is not None and _close(x, y) for x, y in zip(a, b))
+_TRAILING_ZEROS_RE = re.compile(r"(\.\d*?)0+(?!\d)")
 
 
 def _show(solution: tuple[sympy.Expr, ...]) -> str:
+    def one(v: sympy.Expr) -> str:
+        return _TRAILING_ZEROS_RE.sub(lambda m: m.group(1) if len(m.group(1)) > 1 else ".0", sympy.sstr(v))
     if len(solution) == 1:
-        return sympy.sstr(solution[0])
-    return "(" + ", ".join(sympy.sstr(v) for v in solution) + ")"
+        return one(solution[0])
+    return "(" + ", ".join(one(v) for v in solution) + ")"
 
 
-def _is_real(z: tuple) -> bool:
-    return all(v is not None and abs(v.imag) <= RELATIVE_TOLERANCE * max(1.0, abs(v)) for v in z)
+def _is_real(solution: tuple) -> bool:
+    """Every value is real: exactly (imaginary part exactly 0), or for a float value
+    with an imaginary part within the relative tolerance of its modulus."""
+    for v in solution:
+        im = sympy.im(v)
+        if has_float(v):
+            if not _close(v, sympy.re(v)):
+                return False
+        elif not exact_zero(im)[0]:
+            return False
+    return True
 
 
 def compare(claimed: list[tuple[sympy.Expr, ...]], gold: list[tuple[sympy.Expr, ...]],
             multiplicity: bool = False, domain: str = "complex") -> tuple[bool, str]:
     """Whether the claimed solutions are exactly the gold ones, and why not.
 
-    Each claim is matched to an unmatched gold solution that is equal (exactly
-    when sympy reduces the difference to 0, else numerically within a relative
-    1e-9). Without ``multiplicity`` duplicates on either side are dropped first.
-    In the ``real`` domain, a claimed non-real value is an extra root.
-    Returns ``(right, detail)``; detail names missing and extra roots.
+    Each claim is matched to an unmatched gold solution of the same value
+    (:func:`same_value`: exact unless a side is a float). Without
+    ``multiplicity`` duplicates on either side are dropped first. In the ``real``
+    domain, a claimed non-real value is an extra root. Returns ``(right, detail)``;
+    detail names missing and extra roots, or how the values were found equal.
     """
-    num_claimed = [tuple(_numeric(v) for v in c) for c in claimed]
-    num_gold = [tuple(_numeric(v) for v in g) for g in gold]
     if not multiplicity:
-        def dedupe(items, nums):
-            keep: list[int] = []
-            for k, z in enumerate(nums):
-                if not any(_tuple_close(z, nums[j]) for j in keep):
-                    keep.append(k)
-            return [items[k] for k in keep], [nums[k] for k in keep]
-        claimed, num_claimed = dedupe(claimed, num_claimed)
-        gold, num_gold = dedupe(gold, num_gold)
+        def dedupe(items):
+            keep: list = []
+            for item in items:
+                if not any(_same_tuple(item, k) for k in keep):
+                    keep.append(item)
+            return keep
+        claimed, gold = dedupe(claimed), dedupe(gold)
     unmatched_gold = list(range(len(gold)))
     extra: list[str] = []
-    exact = True
-    for c, zc in zip(claimed, num_claimed):
-        if domain == "real" and not _is_real(zc):
+    hows: list[str] = []
+    for c in claimed:
+        if domain == "real" and not _is_real(c):
             extra.append(_show(c) + " (not real)")
             continue
-        hit = next((g for g in unmatched_gold if all(sympy.Expr.__eq__(a, b) for a, b in zip(c, gold[g]))), None)
-        if hit is None:
-            hit = next((g for g in unmatched_gold if _tuple_close(zc, num_gold[g])), None)
-            exact = exact and hit is None
+        hit = None
+        for g in unmatched_gold:
+            how = _same_tuple(c, gold[g])
+            if how is not None:
+                hit = g
+                hows.append(how)
+                break
         if hit is None:
             extra.append(_show(c))
         else:
             unmatched_gold.remove(hit)
     missing = [_show(gold[g]) for g in unmatched_gold]
     if not extra and not missing:
-        return True, "equal (exact)" if exact else f"equal (numeric, relative tolerance {RELATIVE_TOLERANCE:g})"
+        if "float" in hows:
+            return True, f"equal (float, relative tolerance {RELATIVE_TOLERANCE:g})"
+        other = next((h for h in hows if h != "exact"), None)
+        return True, f"equal ({other})" if other else "equal (exact)"
     parts = []
     if missing:
         parts.append("missing " + ", ".join(missing))
@@ -825,21 +1044,32 @@ def substitution_check(claimed: list[tuple[sympy.Expr, ...]], equations: Sequenc
                        variables: Sequence[str]) -> tuple[float | None, str]:
     """Substitutes each claimed solution into every ``lhs - rhs``.
 
-    A claim satisfies the equations when every residual is defined and at most
-    1e-8 in absolute value (evaluated at 30 digits). Returns ``(1.0, ...)`` when
-    at least one claim was made and all satisfy, ``(0.0, ...)`` otherwise, and
-    ``(None, ...)`` for an empty claim (nothing to substitute).
+    A claim satisfies an equation when the residual is defined and exactly 0
+    (:func:`exact_zero`), or, where the claim or the equation holds a float, when
+    ``|residual| <= 1e-9 * sum(|term|)`` over the terms of ``lhs - rhs`` at the claim
+    (a relative test: the scale is that of the terms that cancel). Returns
+    ``(1.0, ...)`` when at least one claim was made and all satisfy, ``(0.0, ...)``
+    otherwise, and ``(None, ...)`` for an empty claim (nothing to substitute).
     """
     if not claimed:
         return None, "no solution claimed"
     symbols = [sympy.Symbol(v) for v in variables]
     good = 0
     for solution in claimed:
+        at = dict(zip(symbols, solution))
         ok = True
         for eq in equations:
-            residual = _numeric(eq.subs(dict(zip(symbols, solution)), simultaneous=True))
-            if residual is None or abs(residual) > SUBSTITUTION_TOLERANCE:
+            residual = eq.xreplace(at)
+            if not _defined(residual):
                 ok = False
+            elif has_float(residual) or any(map(has_float, solution)) or has_float(eq):
+                terms = [t.xreplace(at) for t in sympy.Add.make_args(eq)]
+                ok = all(map(_defined, terms)) and bool(
+                    abs(sympy.N(residual, _CERTIFY_DIGITS))
+                    <= RELATIVE_TOLERANCE * sum(abs(sympy.N(t, _CERTIFY_DIGITS)) for t in terms))
+            else:
+                ok = exact_zero(residual)[0]
+            if not ok:
                 break
         good += ok
     return float(good == len(claimed)), f"{good}/{len(claimed)} claimed solutions satisfy the equations"
@@ -860,10 +1090,13 @@ def verify(output: str, spec: EquationSpec, limits: Limits = Limits()) -> Verdic
     if claimed is None:
         return Verdict("no-answer", None, "no answer found", None, "no answer found")
     answer = [_show(c) for c in claimed]
-    gold = [tuple(parse_value(v, _TRUSTED) for v in s) for s in spec.solutions]
-    right, detail = compare(claimed, gold, spec.multiplicity, spec.domain)
-    equations = [parse_equation(e, spec.variables, _TRUSTED) for e in spec.equations]
-    sub, sub_detail = substitution_check(claimed, equations, spec.variables)
+    gold, equations = _parsed_spec(spec)
+    try:
+        right, detail = compare(claimed, gold, spec.multiplicity, spec.domain)
+        sub, sub_detail = substitution_check(claimed, equations, spec.variables)
+    except (RecursionError, MemoryError, ArithmeticError, NotImplementedError, TypeError, ValueError) as e:
+        # sympy failing on a claimed value is that sample's verdict, never the run's end
+        return Verdict("unverifiable", answer, "unverifiable", None, f"comparison failed: {type(e).__name__}")
     return Verdict("right" if right else "wrong", answer, detail, sub, sub_detail)
 
 
@@ -871,10 +1104,28 @@ def verify(output: str, spec: EquationSpec, limits: Limits = Limits()) -> Verdic
 _TRUSTED = Limits(max_int_bits=4096, max_answer_chars=10_000)
 
 
+@functools.lru_cache(maxsize=512)
+def _parsed_spec(spec: EquationSpec) -> tuple[list[tuple[sympy.Expr, ...]], list[sympy.Expr]]:
+    gold = [tuple(parse_value(v, _TRUSTED) for v in s) for s in spec.solutions]
+    return gold, [parse_equation(e, spec.variables, _TRUSTED) for e in spec.equations]
+
+
+def math_verify_gold(spec: EquationSpec) -> sympy.Basic:
+    """The gold solutions as math-verify compares them: one value, a ``FiniteSet`` of
+    values, a ``Tuple`` (a system's one solution) or a ``FiniteSet`` of tuples, or
+    ``EmptySet``. math-verify compares sets, so a repeated root appears once."""
+    gold = _parsed_spec(spec)[0]
+    items = [g[0] if len(g) == 1 else sympy.Tuple(*g) for g in gold]
+    unique = list(dict.fromkeys(items))
+    if not unique:
+        return sympy.EmptySet
+    return unique[0] if len(unique) == 1 else sympy.FiniteSet(*unique)
+
+
 # ---------------------------------------------------------------------------
 # Killable workers
 
-def _worker_main(conn, memory_mib: int) -> None:
+def _worker_main(conn, memory_mib: int, preload: tuple[str, ...] = ()) -> None:
     try:
         import resource
 
@@ -882,6 +1133,14 @@ def _worker_main(conn, memory_mib: int) -> None:
         resource.setrlimit(resource.RLIMIT_AS, (cap, cap))
     except (ImportError, ValueError, OSError):
         pass
+    for entry in preload:  # before "ready", so no job's time limit pays for imports and warm-up
+        module, _, function = entry.partition(":")
+        try:
+            loaded = importlib.import_module(module)
+            if function:
+                getattr(loaded, function)()
+        except Exception as e:  # noqa: BLE001 -- a failed warm-up only makes the first job slower
+            print(f"evalsuite-verifier: preload {entry} failed: {type(e).__name__}", file=sys.stderr)
     conn.send(("ready", None))
     while True:
         try:
@@ -928,18 +1187,22 @@ class VerifierPool:
     A job is dispatched only to a worker that has finished starting (so start-up
     is not charged to it); a job over ``time_limit_s`` has its worker killed
     (SIGKILL) and replaced; a worker that dies is replaced too. Workers are
-    started with ``spawn``, so the pool is safe beside vLLM's threads.
+    started with ``spawn``, so the pool is safe beside vLLM's threads; each
+    imports the ``preload`` modules (``"module"`` or ``"module:function"``, the
+    function called once) before it takes a job, and runs jobs on its main
+    thread (where SIGALRM-based timeouts, such as math-verify's, work).
     """
 
     workers: int = field(default_factory=lambda: max(1, os.cpu_count() or 1))
     time_limit_s: float = 5.0
     memory_mib: int = 2048
+    preload: tuple[str, ...] = ("sympy",)
     _pool: list[_Worker] = field(default_factory=list, init=False, repr=False)
 
     def _start(self) -> _Worker:
         ctx = multiprocessing.get_context("spawn")
         parent, child = ctx.Pipe()
-        proc = ctx.Process(target=_worker_main, args=(child, self.memory_mib), daemon=True,
+        proc = ctx.Process(target=_worker_main, args=(child, self.memory_mib, self.preload), daemon=True,
                            name="evalsuite-verifier")
         proc.start()
         child.close()
@@ -1049,3 +1312,23 @@ def verify_many(outputs: Sequence[str], specs: Sequence[EquationSpec], pool: Ver
             verdicts.append(Verdict("unverifiable", None, "unverifiable", None,
                                     f"worker {outcome.status}: {outcome.value or ''}".strip()))
     return verdicts
+
+
+_SHARED: dict[tuple[int, float], VerifierPool] = {}
+
+
+def shared_pool(workers: int, time_limit_s: float) -> VerifierPool:
+    """One pool per ``(workers, time_limit_s)`` for the process, reused across batches
+    and tasks, closed at exit. Its workers preload sympy and warm math-verify up."""
+    key = (workers, time_limit_s)
+    if key not in _SHARED:
+        _SHARED[key] = VerifierPool(workers=workers, time_limit_s=time_limit_s,
+                                    preload=("sympy", "evalsuite.scoring.second_opinion:warm_up"))
+    return _SHARED[key]
+
+
+@atexit.register
+def _close_shared_pools() -> None:
+    for pool in _SHARED.values():
+        pool.close()
+    _SHARED.clear()
