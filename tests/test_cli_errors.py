@@ -110,6 +110,18 @@ def test_bad_gsm8k_file(tmp_path, content, needles):
     assert not (tmp_path / "results").exists()
 
 
+@pytest.mark.parametrize("name, content, needle", [
+    ("problems.jsonl.gz", b"not gzip at all", "cannot read"),
+    ("problems.jsonl", b"[1, 2]\n", "problems.jsonl:1: a problem must be a JSON object, got list"),
+    ("problems.jsonl", b'{"prompt": "caf\xe9"}\n', "cannot read"),
+], ids=["not-gzip", "list", "non-utf8"])
+def test_bad_humaneval_file(tmp_path, name, content, needle):
+    (tmp_path / name).write_bytes(content)
+    proc = evalsuite("run", "--tasks", "humaneval", "--task-arg", f"humaneval.data_file={tmp_path / name}",
+                     "--allow-unsandboxed", "--output-dir", str(tmp_path / "r"), *OFFLINE)
+    usage_error(proc, needle, str(tmp_path / name))
+
+
 # --- suites ------------------------------------------------------------------------------
 
 
