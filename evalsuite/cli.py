@@ -269,16 +269,28 @@ def error_exit_code(metrics: dict[str, Any], max_error_rate: float | None) -> in
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """The command line. Run as a command (``argv`` None: ``sys.argv``), the process
+    is guarded (:func:`evalsuite.lifecycle.guard_process`): SIGINT, SIGTERM and
+    SIGHUP stop it and every child within seconds, and a watchdog ends its children
+    if it is killed outright."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    if argv is None:
+        from evalsuite import lifecycle
+
+        lifecycle.guard_process()
     try:
         return args.handler(args)
     except UsageError as e:
         print(f"evalsuite: error: {e}", file=sys.stderr)
         return e.exit_code
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as e:
+        from evalsuite import lifecycle
+
         print("evalsuite: interrupted; finished samples are in the run's samples.jsonl", file=sys.stderr)
-        return 130
+        if argv is None:
+            lifecycle.stop_children(grace_s=1.0)
+        return 128 + getattr(e, "signum", 2)
 
 
 if __name__ == "__main__":

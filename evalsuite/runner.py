@@ -13,6 +13,7 @@ keeps the records its directory already holds and generates only the rest.
 from __future__ import annotations
 
 import hashlib
+import signal
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
@@ -313,6 +314,16 @@ def in_request_order(requests: Sequence[GenerationRequest], *groups: Sequence[Sa
     return [by_key[(q.task, q.sample_id, q.repeat)] for q in requests if (q.task, q.sample_id, q.repeat) in by_key]
 
 
+def ending_status(error: BaseException) -> dict[str, Any]:
+    """``run.json``'s status for a run that ended by ``error``: ``interrupted`` for
+    Ctrl-C or a stop signal (with the signal's name), else ``failed``."""
+    if isinstance(error, KeyboardInterrupt):
+        name = getattr(error, "signum", None)
+        return {"status": "interrupted",
+                "error": f"interrupted by {signal.Signals(name).name if name else 'KeyboardInterrupt'}"}
+    return {"status": "failed", "error": f"{type(error).__name__}: {error}"}
+
+
 def run(config: RunConfig, progress: bool = True, announce=None, backend=None) -> RunResult:
     """Runs every task of ``config`` and writes ``<output_dir>/<run_id>/``.
 
@@ -374,30 +385,31 @@ def run(config: RunConfig, progress: bool = True, announce=None, backend=None) -
         all_records: list[SampleRecord] = []
         run_start = time.perf_counter()
         try:
-            try:
-                for task in tasks:
-                    requests = build_requests(task, config)
-                    done = [kept[k] for k in ((q.task, q.sample_id, q.repeat) for q in requests) if k in kept]
-                    todo = [q for q in requests if (q.task, q.sample_id, q.repeat) not in kept]
-                    hits_before = cached.hits
-                    cached.open_if_needed(todo)
-                    new, wall_s = generate(task, todo, cached, writer, config.batch_size, progress)
-                    records = in_request_order(requests, done, new)
-                    all_records.extend(records)
-                    metrics[task.name] = aggregate(task, records, wall_s, timed=new)
-                    metrics[task.name]["performance"].update(
-                        cache_hits=cached.hits - hits_before, resumed_records=len(done))
-                    if task.write_artifacts is not None:
-                        task.write_artifacts(records, run_dir)
-            finally:
-                measured = monitor.stop()
-                if owned and cached.opened:
-                    cached.inner.close()
-                cached.close()
+            for task in tasks:
+                requests = build_requests(task, config)
+                done = [kept[k] for k in ((q.task, q.sample_id, q.repeat) for q in requests) if k in kept]
+                todo = [q for q in requests if (q.task, q.sample_id, q.repeat) not in kept]
+                hits_before = cached.hits
+                cached.open_if_needed(todo)
+                new, wall_s = generate(task, todo, cached, writer, config.batch_size, progress)
+                records = in_request_order(requests, done, new)
+                all_records.extend(records)
+                metrics[task.name] = aggregate(task, records, wall_s, timed=new)
+                metrics[task.name]["performance"].update(
+                    cache_hits=cached.hits - hits_before, resumed_records=len(done))
+                if task.write_artifacts is not None:
+                    task.write_artifacts(records, run_dir)
         except BaseException as e:
-            writer.write_run({**header, "status": "failed", "error": f"{type(e).__name__}: {e}",
-                              "started_at": started, "finished_at": time.time(), "metrics": metrics})
+            # Written before the engine is shut down, so a stop that runs out of time
+            # still leaves the run's status on disk.
+            writer.write_run({**header, **ending_status(e), "started_at": started,
+                              "finished_at": time.time(), "metrics": metrics})
             raise
+        finally:
+            measured = monitor.stop()
+            if owned and cached.opened:
+                cached.inner.close()
+            cached.close()
         header["performance"] = performance(all_records, time.perf_counter() - run_start)
         header["memory"] = memory_report(measured, model, config, header.get("backend"))
         header["cache"] = {"enabled": config.cache, "path": str(default_path()) if config.cache else None,

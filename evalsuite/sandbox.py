@@ -83,6 +83,7 @@ from functools import cache
 from typing import Any
 
 from evalsuite.errors import UsageError
+from evalsuite.lifecycle import parent_death_argv
 
 ISOLATIONS = ("bwrap", "none")
 SANDBOX_UID_BASE = 1_999_990_000
@@ -365,7 +366,7 @@ def _worker_main() -> None:  # pragma: no cover - runs inside the sandbox, in it
     cfg = json.loads(sys.argv[1])
     isolated = cfg["isolated"]
     libc = ctypes.CDLL(None, use_errno=True)
-    pr_set_dumpable, pr_set_child_subreaper, pr_set_no_new_privs = 4, 36, 38
+    pr_set_pdeathsig, pr_set_dumpable, pr_set_child_subreaper, pr_set_no_new_privs = 1, 4, 36, 38
     clone_newns, clone_newipc = 0x00020000, 0x08000000
     ms_rdonly, ms_nosuid, ms_nodev, ms_remount, ms_bind, ms_rec, ms_private = 1, 2, 4, 32, 4096, 16384, 1 << 18
     mnt_detach = 2
@@ -549,6 +550,7 @@ def _worker_main() -> None:  # pragma: no cover - runs inside the sandbox, in it
         # Forks one program per request (which tells the worker its pid itself) and reports
         # its exit status. It never reads a job, so its memory (which each program starts
         # from) holds none.
+        libc.prctl(pr_set_pdeathsig, signal.SIGKILL, 0, 0, 0)  # dies with the worker
         for s in catchable:
             try:
                 signal.signal(s, signal.SIG_IGN)
@@ -579,6 +581,7 @@ def _worker_main() -> None:  # pragma: no cover - runs inside the sandbox, in it
                 pid = None
             if pid == 0:
                 sock.close()
+                libc.prctl(pr_set_pdeathsig, signal.SIGKILL, 0, 0, 0)  # dies with the starter
                 program_process(*fds)
             for fd in fds:
                 os.close(fd)
@@ -904,7 +907,7 @@ def _inside(path: str, roots: Sequence[str]) -> bool:
 def _bwrap_argv(exe: str, hide: Sequence[str] = ()) -> list[str]:
     """bubblewrap's command line: an allow-listed, read-only file system (see the module doc)."""
     argv = [exe, "--unshare-net", "--unshare-pid", "--unshare-ipc", "--unshare-uts", "--unshare-cgroup-try",
-            "--new-session", "--as-pid-1", "--clearenv",
+            "--new-session", "--as-pid-1", "--die-with-parent", "--clearenv",
             "--setenv", "PATH", "/usr/local/bin:/usr/bin:/bin", "--setenv", "HOME", "/tmp"]
     if os.geteuid() == 0:
         # Keep only what the worker needs to prepare each program, which then drops them all.
@@ -982,8 +985,10 @@ def start_worker_process(isolation: str, index: int, hide: Sequence[str] = ()) -
     under_tmp = [d for d in _python_dirs() if d.startswith("/tmp/")] if isolated else []
     cfg = {"uid": uid, "isolated": isolated, "nproc_base": base, "under_tmp": under_tmp}
     argv = [sys.executable, "-I", "-c", _worker_source(), json.dumps(cfg)]
-    if isolated:
+    if isolated:  # bwrap --die-with-parent: the sandbox ends with this process
         argv = [*_bwrap_argv(shutil.which("bwrap"), hide), "--", *argv]
+    else:
+        argv = parent_death_argv(argv)
     return subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                             stderr=subprocess.DEVNULL, start_new_session=True, bufsize=0)
 
@@ -1080,6 +1085,11 @@ class SandboxPool:
         self.close()
 
     def _worker(self, index: int) -> _Worker:
+        worker = self._workers[index]
+        if worker is not None and worker.proc.poll() is not None:
+            # It died while idle: e.g. its parent-death signal fired because the thread
+            # that started it ended (see evalsuite.lifecycle). No job was lost; start afresh.
+            self._replace(index)
         if self._workers[index] is None:
             self._workers[index] = _Worker(self.isolation, index, self.hide)
         return self._workers[index]

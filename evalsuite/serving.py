@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import IO
 
 from evalsuite.errors import UsageError
+from evalsuite.lifecycle import parent_death_argv
 
 SERVER_MODULE = "vllm.entrypoints.openai.api_server"
 
@@ -80,7 +81,7 @@ class Server:
             raise RuntimeError(f"{e}\n{tail}") from None
         return self
 
-    def stop(self, timeout_s: float = 30.0) -> None:
+    def stop(self, timeout_s: float = 5.0) -> None:
         """SIGTERM, then SIGKILL after ``timeout_s``; the server's whole process group."""
         if self.process.poll() is not None:
             return
@@ -155,7 +156,8 @@ def start_server(
     with contextlib.ExitStack() as stack:
         log: IO | int = stack.enter_context(open(log_path, "ab")) if log_path is not None else subprocess.DEVNULL
         # The server gets its own process group so that stop() also ends its engine workers.
-        process = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+        # parent_death_argv: the server dies with this process, even one killed outright.
+        process = subprocess.Popen(parent_death_argv(cmd), stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
     server = Server(process, f"http://127.0.0.1:{port}/v1", port, log_path)
     return server.wait(ready_timeout_s) if wait else server
 

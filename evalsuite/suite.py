@@ -308,8 +308,9 @@ def run_suite(path: str | Path, args: Any, backend: Any = None) -> int:
             finally:
                 if backend is None:
                     shared.close()
-    except BaseException:
-        write_json_atomic(suite_dir / SUITE_FILE, {**header, "status": "failed", "finished_at": time.time()})
+    except BaseException as e:
+        status = "interrupted" if isinstance(e, KeyboardInterrupt) else "failed"
+        write_json_atomic(suite_dir / SUITE_FILE, {**header, "status": status, "finished_at": time.time()})
         raise
     write_json_atomic(suite_dir / SUITE_FILE, {**header, "status": "complete", "finished_at": time.time()})
     print(format_summary(metrics, peak_memory(memories)))

@@ -1125,7 +1125,10 @@ def math_verify_gold(spec: EquationSpec) -> sympy.Basic:
 # ---------------------------------------------------------------------------
 # Killable workers
 
-def _worker_main(conn, memory_mib: int, preload: tuple[str, ...] = ()) -> None:
+def _worker_main(conn, memory_mib: int, preload: tuple[str, ...] = (), parent_pid: int | None = None) -> None:
+    from evalsuite.lifecycle import set_parent_death_signal
+
+    set_parent_death_signal(parent_pid)  # a check must not outlive a killed harness (it may spin for minutes)
     try:
         import resource
 
@@ -1202,7 +1205,7 @@ class VerifierPool:
     def _start(self) -> _Worker:
         ctx = multiprocessing.get_context("spawn")
         parent, child = ctx.Pipe()
-        proc = ctx.Process(target=_worker_main, args=(child, self.memory_mib, self.preload), daemon=True,
+        proc = ctx.Process(target=_worker_main, args=(child, self.memory_mib, self.preload, os.getpid()), daemon=True,
                            name="evalsuite-verifier")
         proc.start()
         child.close()
