@@ -142,6 +142,11 @@ def stop_children(grace_s: float = 1.0) -> list[int]:
 _state: dict = {"signals": 0, "watchdog": None, "timer": None}
 
 
+def stopping() -> bool:
+    """True once a guarded process got its first stop signal (see :func:`guard_process`)."""
+    return _state["signals"] > 0
+
+
 def _watchdog_pids() -> list[int]:
     w = _state["watchdog"]
     return [w.pid] if w is not None else []
@@ -190,7 +195,8 @@ def install_signal_handlers() -> None:
 
 def start_watchdog() -> subprocess.Popen | None:
     """Starts the watchdog of this process (see the module doc); None where psutil
-    is missing. It ends by itself shortly after this process does."""
+    is missing or the interpreter cannot be started again. It ends by itself
+    shortly after this process does."""
     try:
         import psutil  # noqa: F401 -- the watchdog needs it
     except ImportError:
@@ -199,6 +205,9 @@ def start_watchdog() -> subprocess.Popen | None:
     try:
         proc = subprocess.Popen([sys.executable, "-m", "evalsuite.lifecycle", "watch", str(os.getpid())],
                                 stdin=read_end, stdout=subprocess.DEVNULL, start_new_session=True)
+    except OSError:  # e.g. an interpreter this user may run but not start again by its path
+        os.close(write_end)
+        return None
     finally:
         os.close(read_end)
     _state["watchdog"] = proc

@@ -20,7 +20,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from evalsuite import guard
+from evalsuite import guard, lifecycle
 from evalsuite import resume as resuming
 from evalsuite.cache import (
     CachedBackend,
@@ -404,6 +404,10 @@ def run(config: RunConfig, progress: bool = True, announce=None, backend=None) -
             # still leaves the run's status on disk.
             writer.write_run({**header, **ending_status(e), "started_at": started,
                               "finished_at": time.time(), "metrics": metrics})
+            if lifecycle.stopping():
+                # A stop signal: end the children now. vLLM's own shutdown sends SIGTERM,
+                # which its engine core and workers ignore, and waits 5 s before SIGKILL.
+                lifecycle.stop_children(grace_s=1.0)
             raise
         finally:
             measured = monitor.stop()

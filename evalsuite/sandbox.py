@@ -581,7 +581,6 @@ def _worker_main() -> None:  # pragma: no cover - runs inside the sandbox, in it
                 pid = None
             if pid == 0:
                 sock.close()
-                libc.prctl(pr_set_pdeathsig, signal.SIGKILL, 0, 0, 0)  # dies with the starter
                 program_process(*fds)
             for fd in fds:
                 os.close(fd)

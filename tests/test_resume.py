@@ -113,7 +113,8 @@ def test_interrupted_run_resumes_without_regenerating_finished_samples(config, c
     with pytest.raises(KeyboardInterrupt):
         run(replace(config, run_id="cut"), progress=False, backend=interrupted)
     cut = config.output_dir / "cut"
-    assert json.loads((cut / "run.json").read_text())["status"] == "failed"
+    stopped = json.loads((cut / "run.json").read_text())
+    assert (stopped["status"], stopped["error"]) == ("interrupted", "interrupted by KeyboardInterrupt")
 
     finisher = Scripted()
     result = run(replace(config, resume=str(cut)), progress=False, backend=finisher)
