@@ -287,6 +287,24 @@ def describe_run(config: RunConfig, model: ModelRef, tasks: Sequence[Task]) -> d
     }
 
 
+def _resolved_dtype(kwargs: dict[str, Any]) -> dict[str, Any]:
+    """``kwargs`` with ``dtype="auto"`` replaced by what the engine will choose on
+    this host (:func:`evalsuite.host.choose_dtype`): a cached response is keyed by
+    the dtype that made it, not by ``auto``."""
+    if kwargs.get("dtype") != "auto":
+        return kwargs
+    import os
+
+    from evalsuite.host import choose_dtype
+
+    on_cpu = os.environ.get("VLLM_TARGET_DEVICE") == "cpu"
+    if not on_cpu:
+        import torch
+
+        on_cpu = not torch.cuda.is_available()
+    return {**kwargs, "dtype": choose_dtype("auto", on_cpu=on_cpu).value}
+
+
 def cached_backend(config: RunConfig, model: ModelRef, backend=None) -> CachedBackend:
     """The run's backend behind the response cache, opened on the first cache miss.
 
@@ -301,7 +319,8 @@ def cached_backend(config: RunConfig, model: ModelRef, backend=None) -> CachedBa
         identity = run_identity(model, d.get("backend", backend.name), d.get("engine") or {},
                                 d.get("chat_template_sha256"))
     elif cache is not None:
-        identity = run_identity(model, config.backend, backend_kwargs(config), chat_template_sha256(model.path))
+        identity = run_identity(model, config.backend, _resolved_dtype(backend_kwargs(config)),
+                                chat_template_sha256(model.path))
     opener = (lambda: backend) if backend is not None else (lambda: open_backend(config, model))
     return CachedBackend(opener, identity, cache, name=config.backend)
 
