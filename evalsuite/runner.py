@@ -147,12 +147,25 @@ def open_backend(config: RunConfig, model: ModelRef):
     """Builds the run's backend; a missing library is a UsageError naming the extra."""
     kwargs = backend_kwargs(config)
     try:
-        return backends.get(config.backend)(model.path, **kwargs)
+        backend = backends.get(config.backend)(model.path, **kwargs)
     except ImportError as err:
         raise UsageError(
             f"the {config.backend} backend needs a library that is not installed ({err.name}); "
             "on CPU hosts: pip install 'evalsuite[cpu]', on GPU hosts: pip install 'evalsuite[vllm]'"
         ) from None
+    announce_settings(getattr(backend, "settings", None) or {})
+    return backend
+
+
+def announce_settings(settings: dict[str, Any]) -> None:
+    """Prints the engine settings chosen for the user, with their reasons, to stderr
+    (``dtype=float32 (CPU without native bfloat16 ...)``); nothing when none was chosen."""
+    import sys
+
+    chosen = [f"{key}={settings[key]} ({settings[key + '_reason']})"
+              for key in ("dtype", "enforce_eager") if key + "_reason" in settings]
+    if chosen:
+        print("evalsuite: engine settings: " + "; ".join(chosen), file=sys.stderr)
 
 
 def score(task: Task, requests: Sequence[GenerationRequest], generations: Sequence[Generation]) -> list[SampleRecord]:
