@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -71,8 +72,10 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--tensor-parallel-size", type=int, default=1)
     run.add_argument("--max-model-len", type=int, default=None)
     run.add_argument("--gpu-memory-utilization", type=float, default=None)
-    run.add_argument("--dtype", default="auto")
-    run.add_argument("--enforce-eager", action="store_true")
+    run.add_argument("--dtype", default="auto",
+                     help="bfloat16, float16, float32 or auto (default: chosen from the host; `evalsuite doctor`)")
+    run.add_argument("--enforce-eager", action=argparse.BooleanOptionalAction, default=None,
+                     help="eager mode, no compilation (default: on for the CPU, off on a GPU)")
     run.add_argument("--engine-arg", type=_key_value, action="append", default=[], metavar="KEY=VALUE",
                      help="any other engine argument, passed through (value parsed as JSON when it is)")
     run.add_argument("--task-arg", type=_key_value, action="append", default=[], metavar="TASK.KEY=VALUE",
@@ -291,6 +294,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         if argv is None:
             lifecycle.stop_children(grace_s=1.0)
         return 128 + getattr(e, "signum", 2)
+    except BrokenPipeError:  # `evalsuite ... | head`: the reader left; not an error of ours
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
 
 
 if __name__ == "__main__":

@@ -26,7 +26,7 @@ class EngineConfig:
     max_model_len: int | None = None
     gpu_memory_utilization: float | None = None
     dtype: str = "auto"
-    enforce_eager: bool = False
+    enforce_eager: bool | None = None  # None: chosen from the host (evalsuite.host)
     extra: Mapping[str, Any] = field(default_factory=lambda: _frozen({}))
 
 

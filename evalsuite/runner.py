@@ -148,12 +148,25 @@ def open_backend(config: RunConfig, model: ModelRef):
     """Builds the run's backend; a missing library is a UsageError naming the extra."""
     kwargs = backend_kwargs(config)
     try:
-        return backends.get(config.backend)(model.path, **kwargs)
+        backend = backends.get(config.backend)(model.path, **kwargs)
     except ImportError as err:
         raise UsageError(
             f"the {config.backend} backend needs a library that is not installed ({err.name}); "
             "on CPU hosts: pip install 'evalsuite[cpu]', on GPU hosts: pip install 'evalsuite[vllm]'"
         ) from None
+    announce_settings(getattr(backend, "settings", None) or {})
+    return backend
+
+
+def announce_settings(settings: dict[str, Any]) -> None:
+    """Prints the engine settings chosen for the user, with their reasons, to stderr
+    (``dtype=float32 (CPU without native bfloat16 ...)``); nothing when none was chosen."""
+    import sys
+
+    chosen = [f"{key}={settings[key]} ({settings[key + '_reason']})"
+              for key in ("dtype", "enforce_eager") if key + "_reason" in settings]
+    if chosen:
+        print("evalsuite: engine settings: " + "; ".join(chosen), file=sys.stderr)
 
 
 def score(task: Task, requests: Sequence[GenerationRequest], generations: Sequence[Generation]) -> list[SampleRecord]:
@@ -288,6 +301,24 @@ def describe_run(config: RunConfig, model: ModelRef, tasks: Sequence[Task]) -> d
     }
 
 
+def _resolved_dtype(kwargs: dict[str, Any]) -> dict[str, Any]:
+    """``kwargs`` with ``dtype="auto"`` replaced by what the engine will choose on
+    this host (:func:`evalsuite.host.choose_dtype`): a cached response is keyed by
+    the dtype that made it, not by ``auto``."""
+    if kwargs.get("dtype") != "auto":
+        return kwargs
+    import os
+
+    from evalsuite.host import choose_dtype
+
+    on_cpu = os.environ.get("VLLM_TARGET_DEVICE") == "cpu"
+    if not on_cpu:
+        import torch
+
+        on_cpu = not torch.cuda.is_available()
+    return {**kwargs, "dtype": choose_dtype("auto", on_cpu=on_cpu).value}
+
+
 def cached_backend(config: RunConfig, model: ModelRef, backend=None) -> CachedBackend:
     """The run's backend behind the response cache, opened on the first cache miss.
 
@@ -302,7 +333,8 @@ def cached_backend(config: RunConfig, model: ModelRef, backend=None) -> CachedBa
         identity = run_identity(model, d.get("backend", backend.name), d.get("engine") or {},
                                 d.get("chat_template_sha256"))
     elif cache is not None:
-        identity = run_identity(model, config.backend, backend_kwargs(config), chat_template_sha256(model.path))
+        identity = run_identity(model, config.backend, _resolved_dtype(backend_kwargs(config)),
+                                chat_template_sha256(model.path))
     opener = (lambda: backend) if backend is not None else (lambda: open_backend(config, model))
     return CachedBackend(opener, identity, cache, name=config.backend)
 

@@ -66,7 +66,7 @@ class EngineSettings(_ConfigFile):
     max_model_len: PositiveInt | None = None
     gpu_memory_utilization: OpenFraction01 | None = None
     dtype: str = "auto"
-    enforce_eager: bool = False
+    enforce_eager: bool | None = None  # None: chosen from the host
     extra: dict[str, Any] = Field(default_factory=dict)
 
 

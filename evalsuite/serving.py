@@ -111,15 +111,24 @@ def server_command(
     served_model_name: str | None = None,
     extra_args: Sequence[str] = (),
 ) -> list[str]:
-    """The argv of one vLLM OpenAI-compatible server."""
+    """The argv of one vLLM OpenAI-compatible server.
+
+    On a CPU host without ``--dtype`` in ``extra_args`` the dtype is chosen as for
+    the in-process engine (:func:`evalsuite.host.choose_dtype`); on a GPU vLLM's own
+    ``auto`` applies."""
     cmd = [sys.executable, "-m", SERVER_MODULE, "--model", model, "--host", host, "--port", str(port),
            "--enforce-eager", "--tensor-parallel-size", str(tensor_parallel_size)]
     if max_model_len is not None:
         cmd += ["--max-model-len", str(max_model_len)]
     if served_model_name is not None:
         cmd += ["--served-model-name", served_model_name]
-    if "VLLM_CPU_KVCACHE_SPACE" not in os.environ and _cpu_host():
-        cmd += ["--gpu-memory-utilization", "0.25"]
+    if _cpu_host():
+        if "VLLM_CPU_KVCACHE_SPACE" not in os.environ:
+            cmd += ["--gpu-memory-utilization", "0.25"]
+        if not any(a == "--dtype" or a.startswith("--dtype=") for a in extra_args):
+            from evalsuite.host import choose_dtype
+
+            cmd += ["--dtype", str(choose_dtype("auto", on_cpu=True).value)]  # float32 without native bfloat16
     return [*cmd, *extra_args]
 
 

@@ -31,7 +31,7 @@ def _settings(model):
     from evalsuite.interop.parity import EngineSettings
 
     # The shared fixture's engine settings (tests/conftest.py).
-    return EngineSettings(model=model, max_model_len=8192, dtype="bfloat16", seed=0, enforce_eager=True)
+    return EngineSettings(model=model, max_model_len=8192, dtype="float32", seed=0, enforce_eager=True)
 
 
 def test_gsm8k_parity_with_lm_evals_own_task(vllm_backend, lm_eval_vllm, embedded_model, gsm8k_data_dir, tmp_path):

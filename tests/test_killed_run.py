@@ -11,6 +11,8 @@ import subprocess
 import sys
 import time
 
+from evalsuite.host import choose_dtype
+
 
 def test_sigkill_midway_keeps_finished_samples(tmp_path, gsm8k_data_dir, embedded_model):
     out = tmp_path / "results"
@@ -41,3 +43,7 @@ def test_sigkill_midway_keeps_finished_samples(tmp_path, gsm8k_data_dir, embedde
         assert r["output_tokens"] is not None and r["prompt"].startswith("<|im_start|>")
     run = json.loads((out / "killed" / "run.json").read_text())
     assert run["status"] == "running"  # never finalised: the kill was real
+    # No --dtype given: the host's choice, recorded with its reason.
+    chosen = choose_dtype("auto", on_cpu=True)
+    engine = run["backend"]["engine"]
+    assert (engine["dtype"], engine["dtype_reason"]) == (chosen.value, chosen.reason)

@@ -5,16 +5,20 @@ two cores). GSM8K runs through the openai backend against one of them and its
 greedy outputs are compared with the shared in-process engine's on the same
 prompts; then both serve one run as replicas. Run under the engine lock.
 
-Greedy outputs are not bit-identical across vLLM engines on this CPU build. The
-served and in-process runs see the same prompts (same token counts, same first
-token) and then part on 4-5 of 6 GSM8K samples after a shared prefix, both
-batched and one request at a time. vLLM does not promise batch invariance: in
-bfloat16 the logits of a step depend on the batch shape and on which prompt
-blocks came from the prefix cache, and a near-tie between two tokens then goes
-the other way. The test therefore checks what must hold exactly (no errors, the
-same prompt, the same first token) and writes the per-sample differences to
-``served-vs-in-process.json``. Two replicas with prefix caching off, one
-request at a time each, must match one endpoint exactly.
+The servers run in the in-process engine's dtype. An earlier version served
+bfloat16 against a float32 in-process engine: on a CPU without native bfloat16
+(vLLM's fallback to torch linear) one fewshot prompt's served output was empty
+(it stopped at its first token) where the float32 engine began with a space
+(token 216), a near-tie that the two dtypes decide differently. Comparing
+engines token for token is meaningful only in the same dtype.
+
+Greedy outputs are not bit-identical across vLLM engines on this CPU build even
+so: vLLM does not promise batch invariance (the logits of a step depend on the
+batch shape and on which prompt blocks came from the prefix cache), and a later
+near-tie can go the other way. The test therefore checks what must hold exactly
+(no errors, the same prompt, the same first token) and writes the per-sample
+differences to ``served-vs-in-process.json``. Two replicas with prefix caching
+off, one request at a time each, must match one endpoint exactly.
 """
 
 from __future__ import annotations
@@ -38,14 +42,15 @@ PROMPTS = ("cot", "fewshot")
 
 
 @pytest.fixture(scope="module")
-def servers(embedded_model, tmp_path_factory):
+def servers(embedded_model, vllm_backend, tmp_path_factory):
     pytest.importorskip("vllm")
     from evalsuite.serving import start_server
 
     logs = tmp_path_factory.mktemp("vllm-serve")
+    dtype = vllm_backend.settings["dtype"]  # the in-process engine's: outputs are compared with it
     launched = [
         start_server(embedded_model, max_model_len=2048,
-                     extra_args=("--dtype", "bfloat16", "--seed", "0", "--no-enable-prefix-caching"),
+                     extra_args=("--dtype", dtype, "--seed", "0", "--no-enable-prefix-caching"),
                      log_path=logs / f"replica-{i}.log", wait=False)
         for i in range(2)
     ]

@@ -30,7 +30,8 @@ class HFBackend:
 
     Args:
         model: a local directory or hub id.
-        dtype: ``auto``, ``bfloat16``, ``float16`` or ``float32``.
+        dtype: ``bfloat16``, ``float16``, ``float32``, or ``auto``: chosen from the
+            host (:func:`evalsuite.host.choose_dtype`).
         device: ``cpu``, ``cuda`` ...; default: ``cuda`` when available.
         seed: seeds torch before each sampled batch.
         batch_size: rows per ``generate`` call (requests with different sampling
@@ -51,11 +52,16 @@ class HFBackend:
         self.tokenizer.padding_side = "left"
         if self.tokenizer.pad_token_id is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
-        self.model = AutoModelForCausalLM.from_pretrained(model, dtype=_DTYPES.get(dtype, dtype)).to(self.device)
+        from evalsuite.host import choose_dtype
+
+        chosen = choose_dtype(dtype, on_cpu=self.device == "cpu")
+        torch_dtype = _DTYPES.get(chosen.value, chosen.value)
+        self.model = AutoModelForCausalLM.from_pretrained(model, dtype=torch_dtype).to(self.device)
         self.model.eval()
         self.seed = seed
         self.batch_size = batch_size
-        self.settings = {"dtype": dtype, "device": self.device, "seed": seed, "batch_size": batch_size}
+        self.settings = {"dtype": chosen.value, "dtype_reason": chosen.reason, "device": self.device,
+                         "seed": seed, "batch_size": batch_size}
         self._versions = {"transformers_version": transformers.__version__, "torch_version": torch.__version__}
 
     def generate(self, requests: Sequence[GenerationRequest]) -> list[Generation]:

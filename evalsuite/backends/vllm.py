@@ -68,7 +68,7 @@ def vllm_backend(
     gpu_memory_utilization: float | None = None,
     dtype: str = "auto",
     seed: int = 0,
-    enforce_eager: bool = False,
+    enforce_eager: bool | None = None,
     engine_args: Mapping[str, Any] | None = None,
 ):
     """The ``vllm`` backend: one engine, or ``data_parallel_size`` engines each on its
@@ -95,9 +95,11 @@ class VLLMBackend:
         max_model_len: context length in tokens (prompt + output); None = model's.
         gpu_memory_utilization: share of device memory for weights + KV cache; on CPU
             the share of host memory for the KV cache (default 0.25 there).
-        dtype: ``auto``, ``bfloat16``, ``float16`` or ``float32``.
+        dtype: ``bfloat16``, ``float16``, ``float32``, or ``auto``: chosen from the host
+            (:func:`evalsuite.host.choose_dtype`), the reason kept in ``settings``.
         seed: engine seed; per-request seeds come from the sampling params.
-        enforce_eager: skip CUDA graphs / compilation (faster start, slower decode).
+        enforce_eager: skip CUDA graphs / compilation (faster start, slower decode);
+            None chooses from the host (:func:`evalsuite.host.choose_enforce_eager`).
         engine_args: any other ``vllm.EngineArgs`` field, passed through unchanged.
 
     Raises whatever ``vllm.LLM`` raises for an engine that cannot start.
@@ -114,24 +116,26 @@ class VLLMBackend:
         gpu_memory_utilization: float | None = None,
         dtype: str = "auto",
         seed: int = 0,
-        enforce_eager: bool = False,
+        enforce_eager: bool | None = None,
         engine_args: Mapping[str, Any] | None = None,
     ) -> None:
         os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
         import vllm
 
+        from evalsuite.host import engine_defaults
+
         if gpu_memory_utilization is None and _on_cpu() and "VLLM_CPU_KVCACHE_SPACE" not in os.environ:
             gpu_memory_utilization = CPU_DEFAULT_MEMORY_UTILIZATION
+        chosen = engine_defaults(dtype, enforce_eager, on_cpu=_on_cpu())
         self.settings: dict[str, Any] = {
             "tensor_parallel_size": tensor_parallel_size,
             "max_model_len": max_model_len,
             "gpu_memory_utilization": gpu_memory_utilization,
-            "dtype": dtype,
             "seed": seed,
-            "enforce_eager": enforce_eager,
+            **chosen,
             **dict(engine_args or {}),
         }
-        kwargs = {k: v for k, v in self.settings.items() if v is not None}
+        kwargs = {k: v for k, v in self.settings.items() if v is not None and not k.endswith("_reason")}
         # Per-request timestamps (RequestOutput.metrics) and the KV-cache gauge exist
         # only with stats on; the periodic stats log stays below the log level.
         kwargs.setdefault("disable_log_stats", False)

@@ -31,7 +31,7 @@ def add_parser(subparsers) -> None:
     p.add_argument("--output-dir", type=Path, default=Path("results"))
     p.add_argument("--run-id", default=None, help="name of the parity folder (default parity-gsm8k-<time>)")
     p.add_argument("--max-model-len", type=int, default=2048)
-    p.add_argument("--dtype", default="bfloat16")
+    p.add_argument("--dtype", default="auto", help="the same for both harnesses (default: chosen from the host)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--gpu-memory-utilization", type=float, default=None)
     p.add_argument("--enforce-eager", action=argparse.BooleanOptionalAction, default=True)

@@ -43,14 +43,32 @@ class EngineSettings:
 
     ``max_model_len`` in tokens; ``gpu_memory_utilization`` None lets each side use
     evalsuite's CPU rule (0.25 on a CPU host unless ``VLLM_CPU_KVCACHE_SPACE`` is set).
+    ``dtype="auto"`` is resolved once, from the host (:func:`evalsuite.host.choose_dtype`),
+    and the same dtype goes to both harnesses (lm-eval's own ``auto`` would read the
+    model's config instead).
     """
 
     model: str
     max_model_len: int = 2048
-    dtype: str = "bfloat16"
+    dtype: str = "auto"
     seed: int = 0
     enforce_eager: bool = True
     gpu_memory_utilization: float | None = None
+
+
+def _dtype(settings: EngineSettings) -> str:
+    """The one dtype both harnesses get: ``settings.dtype``, ``auto`` chosen from the host."""
+    if settings.dtype != "auto":
+        return settings.dtype
+    from evalsuite.host import choose_dtype
+
+    return str(choose_dtype("auto", on_cpu=not _cuda()).value)
+
+
+def _cuda() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
 
 
 @dataclass(frozen=True)
@@ -253,7 +271,7 @@ def run_evalsuite(settings: EngineSettings, data_dir: Path, limit: int, output_d
     config = RunConfig(
         tasks=("gsm8k",), model=settings.model, backend="vllm", limit=limit, data_dir=str(data_dir),
         seed=settings.seed, output_dir=output_dir, run_id="evalsuite", temperature=0.0,
-        engine=EngineConfig(max_model_len=settings.max_model_len, dtype=settings.dtype,
+        engine=EngineConfig(max_model_len=settings.max_model_len, dtype=_dtype(settings),
                             enforce_eager=settings.enforce_eager,
                             gpu_memory_utilization=_memory_utilization(settings)),
         task_args={"gsm8k": EVALSUITE_TASK_ARGS},
@@ -290,7 +308,7 @@ def open_lm_eval_vllm(settings: EngineSettings):
     from evalsuite.interop.vllm_dist import vllm_alias
 
     model_args = {
-        "pretrained": settings.model, "dtype": settings.dtype, "max_model_len": settings.max_model_len,
+        "pretrained": settings.model, "dtype": _dtype(settings), "max_model_len": settings.max_model_len,
         "seed": settings.seed, "enforce_eager": settings.enforce_eager, "batch_size": "auto",
     }
     utilization = _memory_utilization(settings)
