@@ -56,7 +56,8 @@ def scripted_output(script: list[str] | Mapping[str, str], request: GenerationRe
 
 @backends.register("scripted")
 class ScriptedBackend:
-    """Fixed outputs read from ``model`` (a JSON file, see the module docstring).
+    """Fixed outputs read from ``model`` (a JSON file, see the module docstring), or
+    given directly as ``outputs`` (the same list or mapping; for tests in Python).
 
     Requests are counted across calls, so a list script is consumed in the order
     the run sends requests, however it batches them (requests answered from the
@@ -66,9 +67,12 @@ class ScriptedBackend:
     name = "scripted"
     model_is_file = True  # --model is the script, not a model directory
 
-    def __init__(self, model: str, **_: Any) -> None:
-        self.path = str(model)
-        self.script = load_script(model)
+    def __init__(self, model: str | None = None, *, outputs: list[str] | Mapping[str, str] | None = None,
+                 **_: Any) -> None:
+        if (model is None) == (outputs is None):
+            raise UsageError("the scripted backend takes either a script file (--model FILE) or outputs")
+        self.path = str(model) if model is not None else "<outputs>"
+        self.script = load_script(model) if model is not None else outputs
         self.sent = 0
 
     def generate(self, requests: Sequence[GenerationRequest]) -> list[Generation]:
