@@ -34,6 +34,7 @@ import hashlib
 import inspect
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from os import PathLike
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
@@ -279,8 +280,32 @@ class Task:
 
 
 def task(name: str) -> Callable:
-    """Registers a task factory under ``name`` (the decorator of task modules)."""
-    return _registry.register(name)
+    """Registers a task factory under ``name`` (the decorator of task modules).
+
+    Every call of the factory, from the registry or directly, gets its arguments
+    checked and converted against the factory's annotations first
+    (:func:`typed_arguments`): ``Literal[...]`` for a choice, ``PositiveInt`` for
+    a count and so on, so a task writes no coercion or checks of its own. A bad
+    argument is a UsageError naming the task and the argument.
+    """
+    import functools
+
+    def decorate(factory: Callable) -> Callable:
+        signature = inspect.signature(factory)
+
+        @functools.wraps(factory)
+        def typed_factory(*args: Any, **kwargs: Any) -> Any:
+            bound = signature.bind_partial(*args, **kwargs)
+            named = {k: v for k, v in bound.arguments.items()
+                     if signature.parameters[k].kind not in (inspect.Parameter.VAR_KEYWORD,
+                                                             inspect.Parameter.VAR_POSITIONAL)}
+            extra = bound.arguments.get(next((k for k, p in signature.parameters.items()
+                                              if p.kind is inspect.Parameter.VAR_KEYWORD), ""), {})
+            return factory(**typed_arguments(name, factory, named), **extra)
+
+        return _registry.register(name)(typed_factory)
+
+    return decorate
 
 
 def build_task(name: str, **kwargs: Any) -> Task:
@@ -325,12 +350,12 @@ def typed_arguments(name: str, factory: Callable, given: Mapping[str, Any]) -> d
     if not given:
         return {}
     try:
-        hints = typing.get_type_hints(factory)
+        hints = typing.get_type_hints(factory, include_extras=True)  # keeps Annotated constraints (PositiveInt)
     except Exception:  # noqa: BLE001 -- unresolvable annotations: the factory checks its own arguments
         return dict(given)
     out = {}
     for key, value in given.items():
-        if key not in hints or hints[key] is Any:
+        if key not in hints or hints[key] is Any or isinstance(value, PathLike):  # a path is taken as given
             out[key] = value
             continue
         try:

@@ -83,7 +83,7 @@ def test_bad_data_files_are_usage_errors(tmp_path, content, message):
 
 
 @pytest.mark.parametrize("kwargs,message", [
-    ({"prompt": "fewshot"}, "unknown prompt"),
+    ({"prompt": "fewshot"}, "prompt: should be 'chat' or 'completion'"),
     ({"num_samples": 0}, "num_samples"),
     ({"ks": [0]}, "ks"),
     ({"data_file": "/nonexistent/x.jsonl"}, "not found"),
