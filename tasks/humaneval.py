@@ -209,6 +209,31 @@ def _samples(problems: Sequence[dict], prompt: str, num_samples: int) -> tuple[l
                                    top_p=0.95 if sampled else 1.0, stop=stop)
 
 
+def _hooks(by_id: Mapping[str, dict], isolation: str, workers: int | None, hide: tuple[Path, ...],
+           limits: Limits, bare_body: bool, tests: Mapping[str, DerivedTests]):
+    """``(score_batch, score_one, aggregate)`` of the task: scoring in the shared
+    sandbox pool, and the execution statuses and verdict counts."""
+    verdicts_in_sandbox = {tid for tid, t in tests.items() if t.reason is not None}
+
+    def score_batch(batch: Sequence[Sample], generations: Sequence[Generation]) -> list[dict[str, Score]]:
+        outputs = [None if g.error else g.text for g in generations]
+        pool = shared_pool(isolation, workers, hide)
+        scores = score_outputs([by_id[s.id] for s in batch], outputs, pool, limits, bare_body, tests)
+        return [{"pass@1": s} for s in scores]
+
+    def score_one(output: str, sample: Sample) -> Score:
+        pool = shared_pool(isolation, workers, hide)
+        return score_outputs([by_id[sample.id]], [output], pool, limits, bare_body, tests)[0]
+
+    def aggregate(records: Sequence[SampleRecord]) -> dict[str, Any]:
+        statuses = Counter((r.scores["pass@1"].detail or "passed").split(":")[0] for r in records)
+        in_sandbox = sum(r.sample_id in verdicts_in_sandbox for r in records)
+        return {"execution": {"isolation": isolation, "statuses": dict(statuses),
+                              "verdicts": {"replayed": len(records) - in_sandbox, "in_sandbox": in_sandbox}}}
+
+    return score_batch, score_one, aggregate
+
+
 @task("humaneval")
 def humaneval(
     prompt: Literal["chat", "completion"] = "chat",
@@ -242,24 +267,9 @@ def humaneval(
     tests = _derived_tests(path, problems, shared_pool(isolation, workers, hide), limits)
     verdicts_in_sandbox = {tid: t.reason for tid, t in tests.items() if t.reason is not None}
     samples, params = _samples(problems, prompt, num_samples)
-    bare_body = prompt == "completion"
 
-    def score_batch(batch: Sequence[Sample], generations: Sequence[Generation]) -> list[dict[str, Score]]:
-        outputs = [None if g.error else g.text for g in generations]
-        pool = shared_pool(isolation, workers, hide)
-        scores = score_outputs([by_id[s.id] for s in batch], outputs, pool, limits, bare_body, tests)
-        return [{"pass@1": s} for s in scores]
-
-    def score_one(output: str, sample: Sample) -> Score:
-        pool = shared_pool(isolation, workers, hide)
-        return score_outputs([by_id[sample.id]], [output], pool, limits, bare_body, tests)[0]
-
-    def aggregate(records: Sequence[SampleRecord]) -> dict[str, Any]:
-        statuses = Counter((r.scores["pass@1"].detail or "passed").split(":")[0] for r in records)
-        in_sandbox = sum(r.sample_id in verdicts_in_sandbox for r in records)
-        return {"execution": {"isolation": isolation, "statuses": dict(statuses),
-                              "verdicts": {"replayed": len(records) - in_sandbox, "in_sandbox": in_sandbox}}}
-
+    score_batch, score_one, aggregate = _hooks(by_id, isolation, workers, hide, limits, prompt == "completion",
+                                               tests)
     return Task(
         name="humaneval",
         version=VERSION,
