@@ -107,28 +107,28 @@ class Metric:
     row: str | None = None
 
 
-def _metadata_key(record: SampleRecord, by: str | tuple[str, ...], default: Any) -> str:
-    keys = (by,) if isinstance(by, str) else by
-    return " x ".join(str(record.metadata.get(k, default)) for k in keys)
+def _group_sort_key(item: tuple[tuple, Any]) -> tuple:
+    return tuple((0, v, "") if isinstance(v, (int, float)) else (1, 0, str(v)) for v in item[0])
 
 
 def grouped(by: str | tuple[str, ...], name: str | None = None, row: str | None = None,
             default: Any = None) -> Metric:
     """Accuracy rows (:func:`evalsuite.metrics.accuracy`: mean, stderr, 95% interval,
     n, extraction-failure rate) per value of ``sample.metadata[by]`` (several keys
-    join as ``"a x b"``); a record without the key falls in ``str(default)``.
-    Stored under ``name`` (default ``"by_<by>"``), groups in sorted order of their
-    key as text. After inspect_ai's ``grouped(metric, "family")``."""
+    join as ``"a x b"``); a record without the key falls in ``default``. Stored
+    under ``name`` (default ``"by_<by>"``), keyed by the values as text, numbers in
+    numeric order first. After inspect_ai's ``grouped(metric, "family")``."""
+    keys = (by,) if isinstance(by, str) else tuple(by)
 
     def compute(records: Sequence[SampleRecord], scorer: str) -> dict[str, Any]:
-        groups: dict[str, list[SampleRecord]] = {}
+        groups: dict[tuple, list[SampleRecord]] = {}
         for r in records:
-            groups.setdefault(_metadata_key(r, by, default), []).append(r)
-        return {key: accuracy([r.scores[scorer].value for r in rs], [r.scores[scorer].extracted for r in rs])
-                for key, rs in sorted(groups.items())}
+            groups.setdefault(tuple(r.metadata.get(k, default) for k in keys), []).append(r)
+        return {" x ".join(map(str, values)): accuracy([r.scores[scorer].value for r in rs],
+                                                       [r.scores[scorer].extracted for r in rs])
+                for values, rs in sorted(groups.items(), key=_group_sort_key)}
 
-    label = by if isinstance(by, str) else "_".join(by)
-    return Metric(name or f"by_{label}", compute, row)
+    return Metric(name or f"by_{'_'.join(keys)}", compute, row)
 
 
 def pass_at_k(ks: Sequence[int], row: str | None = None, name: str = "pass_at_k") -> Metric:
@@ -177,7 +177,7 @@ class Heatmap:
 
         rows, cols, grid = self.cells(records, scorer)
         fig = heatmap_figure([self.row_format.format(v) for v in rows], [self.column_format.format(v) for v in cols],
-                             grid, self.title or scorer, xlabel=self.columns, ylabel=self.rows)
+                             grid, self.title or scorer, xlabel=self.columns, ylabel=self.rows, label=scorer)
         path = Path(run_dir) / self.file
         fig.savefig(path, dpi=100)
         return path
