@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import hashlib
 import inspect
+import json
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from os import PathLike
@@ -39,6 +40,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
+from evalsuite.errors import UsageError
 from evalsuite.metrics import accuracy
 from evalsuite.registry import tasks as _registry
 from evalsuite.types import Generation, Sample, SampleRecord, SamplingParams, Score
@@ -364,6 +366,26 @@ def typed_arguments(name: str, factory: Callable, given: Mapping[str, Any]) -> d
             raise UsageError(f"task '{name}': argument {first_problem(err, key)} "
                              f"(fix --task-arg {name}.{key}, or the suite entry's args)") from None
     return out
+
+
+def number_list(task_name: str, name: str, value: Any) -> list[int | float]:
+    """A task argument that is a list of numbers, given as a list, a number, a JSON
+    list (``"[1024, 2048]"``) or a comma string (``"0,50,100"``, as ``--task-arg``
+    passes it); whole numbers become ints. UsageError when it is none of these or empty."""
+    if isinstance(value, str):
+        try:
+            value = json.loads(value) if value.strip().startswith("[") else value.split(",")
+        except json.JSONDecodeError:
+            raise UsageError(f"{task_name}: {name} must be a list of numbers, got {value!r}") from None
+    if isinstance(value, (int, float)):
+        value = [value]
+    try:
+        out = [float(v) for v in value]
+    except (TypeError, ValueError):
+        raise UsageError(f"{task_name}: {name} must be a list of numbers, got {value!r}") from None
+    if not out:
+        raise UsageError(f"{task_name}: {name} is empty")
+    return [int(v) if v == int(v) else v for v in out]
 
 
 def file_sha256(path: Path, chunk: int = 1 << 20) -> str:

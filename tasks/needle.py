@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import functools
 import itertools
-import json
 import random
 from collections import defaultdict
 from collections.abc import Sequence
@@ -54,7 +53,7 @@ from evalsuite.haystack import (
     tolerance,
 )
 from evalsuite.scoring.needle import DEFAULT_THRESHOLD, effective_context_length, found_values
-from evalsuite.task import Scorer, Task, grouped, task
+from evalsuite.task import Scorer, Task, grouped, number_list, task
 from evalsuite.types import Message, Prompt, Sample, SampleRecord, SamplingParams, Score
 
 VERSION = "1"
@@ -82,23 +81,6 @@ def _render(haystack: str, question: str, chat: bool, system_prompt: str | None 
     return (*system, Message("user", content))
 
 
-def _int_list(name: str, value: Any) -> list[int | float]:
-    if isinstance(value, str):
-        try:
-            value = json.loads(value) if value.strip().startswith("[") else value.split(",")
-        except json.JSONDecodeError:
-            raise UsageError(f"needle: {name} must be a list of numbers, got {value!r}") from None
-    if isinstance(value, (int, float)):
-        value = [value]
-    try:
-        out = [float(v) for v in value]
-    except (TypeError, ValueError):
-        raise UsageError(f"needle: {name} must be a list of numbers, got {value!r}") from None
-    if not out:
-        raise UsageError(f"needle: {name} is empty")
-    return [int(v) if v == int(v) else v for v in out]
-
-
 def default_lengths(limit: int, max_tokens: int) -> list[int]:
     """1K, 2K, 4K ... below the limit, then the longest prompt that still fits."""
     top = limit - max_tokens
@@ -120,9 +102,9 @@ def _grid(variant: str, num_needles: int | None, lengths: Any, depths: Any, limi
         raise UsageError("needle: the single variant has exactly one needle (use multi-key or multi-value)")
     if variant != "single" and not 2 <= num_needles <= 64:
         raise UsageError(f"needle: num_needles must be 2 to 64 for {variant}, got {num_needles}")
-    grid_lengths = sorted({int(v) for v in _int_list("lengths", lengths)}) if lengths is not None \
+    grid_lengths = sorted({int(v) for v in number_list("needle", "lengths", lengths)}) if lengths is not None \
         else default_lengths(limit, max_tokens)
-    grid_depths = sorted(set(_int_list("depths", depths if depths is not None else list(DEFAULT_DEPTHS))))
+    grid_depths = sorted(set(number_list("needle", "depths", depths if depths is not None else list(DEFAULT_DEPTHS))))
     if any(v < 1 for v in grid_lengths):
         raise UsageError(f"needle: lengths must be positive, got {grid_lengths}")
     if any(not 0 <= d <= 100 for d in grid_depths):
@@ -136,6 +118,27 @@ def _filler_source(file_text: list[str] | None, seed: int, s: int):
     if file_text is None:
         return filler_sentences(rng)
     return itertools.islice(itertools.cycle(file_text), rng.randrange(len(file_text)), None)
+
+
+def _cells(tok: Any, grid: tuple[list[int], list], samples_per_cell: int, file_text: list[str] | None, limit: int,
+           max_tokens: int, make: Any, variant: str, seed: int) -> tuple[list[Sample], list[dict[str, Any]]]:
+    """The samples of every cell and the cells skipped because prompt plus answer
+    would not fit ``limit`` tokens; ``make(sid, tok, filler, length, depth, rng)`` builds one."""
+    samples: list[Sample] = []
+    skipped: list[dict[str, Any]] = []
+    buildable = [L for L in grid[0] if L - tolerance(L) + max_tokens <= limit]
+    for s in range(samples_per_cell):
+        filler = build_filler(_filler_source(file_text, seed, s), tok, max(buildable, default=0) + 256)
+        for length, depth in itertools.product(*grid):
+            sid = f"{variant}-L{length}-D{depth}-s{s}"
+            sample = None if length not in buildable else make(
+                sid, tok, filler, length=length, depth=depth, rng=random.Random(f"{seed}:{sid}"))
+            if sample is None or sample.metadata["prompt_tokens"] + max_tokens > limit:
+                skipped.append({"id": sid, "length": length, "depth": depth, "sample": s, "max_tokens": max_tokens,
+                                "max_model_len": limit, "prompt_tokens": sample and sample.metadata["prompt_tokens"]})
+            else:
+                samples.append(sample)
+    return samples, skipped
 
 
 @task("needle")
@@ -156,23 +159,19 @@ def needle(
 ) -> Task:
     """Needle retrieval over a ``lengths`` x ``depths`` grid.
 
-    Args:
-        variant: ``single``, ``multi-key`` or ``multi-value``.
-        lengths: prompt lengths in model tokens (list, JSON list or comma string);
-            default 1024, 2048, ... below the limit, then the longest that fits.
-        depths: needle depths in percent of the filler, 0 to 100; default 0, 10 ... 100.
-        num_needles: keys (multi-key) or values (multi-value); default 4; 1 for single.
-        samples_per_cell: prompts per cell, each with its own filler, keys and values.
-        filler_file: a UTF-8 text file whose sentences replace the generated filler.
-        threshold: recall a length must keep for the effective context length.
-        max_tokens: new tokens per answer, used by the fit guard (default 32, or
-            64 for multi-value); pass the same value as the run's ``--max-tokens``.
-        tokenizer: where to load the tokenizer from (default ``model_path``).
-        system_prompt: a system message built into each prompt (and counted); the
-            run's ``--system-prompt`` is not seen by the task, so pass it here.
-        model_path, max_model_len, seed: given by the runner. ``max_model_len`` None
-            means the model config's ``max_position_embeddings``.
-
+    ``variant``: ``single``, ``multi-key`` or ``multi-value``. ``lengths``: prompt
+    lengths in model tokens (default 1024, 2048, ... below the limit, then the
+    longest that fits); ``depths``: percent of the filler, 0 to 100 (default 0, 10
+    ... 100); both as lists, JSON lists or comma strings. ``num_needles``: keys
+    (multi-key) or values (multi-value), default 4; 1 for single.
+    ``samples_per_cell``: prompts per cell, each with its own filler, keys and
+    values. ``filler_file``: a UTF-8 text whose sentences replace the generated
+    filler. ``threshold``: recall a length must keep for the effective context
+    length. ``max_tokens``: new tokens per answer for the fit guard (default 32, 64
+    for multi-value; pass the run's ``--max-tokens``). ``tokenizer``: where to load
+    it from (default ``model_path``). ``system_prompt``: a system message built
+    into (and counted in) each prompt. ``model_path``, ``max_model_len`` (None: the
+    config's ``max_position_embeddings``) and ``seed`` come from the runner.
     Raises UsageError for a bad argument, a missing filler file or a tokenizer that
     cannot be loaded.
     """
@@ -186,29 +185,15 @@ def needle(
     file_text = file_sentences(file_path) if file_path else None
     tok = load_tokenizer(str(source_path))
     chat = bool(getattr(tok, "chat_template", None))
-    samples: list[Sample] = []
-    skipped: list[dict[str, Any]] = []
-    buildable = [L for L in grid_lengths if L - tolerance(L) + max_tokens <= limit]
-    for s in range(samples_per_cell):
-        filler = build_filler(_filler_source(file_text, seed, s), tok, max(buildable, default=0) + 256)
-        for length, depth in itertools.product(grid_lengths, grid_depths):
-            sid = f"{variant}-L{length}-D{depth}-s{s}"
-            cell = {"id": sid, "length": length, "depth": depth, "sample": s, "max_tokens": max_tokens,
-                    "max_model_len": limit, "prompt_tokens": None}
-            sample = None if length not in buildable else _cell_sample(
-                sid, tok, filler, variant, num_needles, length, depth, chat, system_prompt,
-                random.Random(f"{seed}:{sid}"))
-            if sample is None or sample.metadata["prompt_tokens"] + max_tokens > limit:
-                skipped.append({**cell, "prompt_tokens": sample and sample.metadata["prompt_tokens"]})
-            else:
-                samples.append(sample)
-    title = f"Needle recall ({variant})"
+    samples, skipped = _cells(tok, (grid_lengths, grid_depths), samples_per_cell, file_text, limit, max_tokens,
+                              functools.partial(_cell_sample, variant=variant, num_needles=num_needles, chat=chat,
+                                                system_prompt=system_prompt), f"{variant}", seed)
     return Task(
         name="needle", version=VERSION, samples=samples, scorers=(Scorer("recall", score_recall, primary=True),),
         params=SamplingParams(max_tokens=max_tokens),
         aggregate=functools.partial(summarize, skipped=skipped, threshold=threshold),
         write_artifacts=functools.partial(write_heatmap, grid=(grid_lengths, grid_depths), skipped=skipped,
-                                          threshold=threshold, title=title),
+                                          threshold=threshold, title=f"Needle recall ({variant})"),
         data_files=(file_path,) if file_path else (),
         source=f"generated ({'file ' + str(file_path) if file_path else 'seeded template filler'})",
         args={"variant": variant, "lengths": grid_lengths, "depths": grid_depths, "num_needles": num_needles,

@@ -168,5 +168,4 @@ LONG_FUNCTIONS = {
     "evalsuite/suite.py:read_suite",  # 86 lines
     "evalsuite/suite.py:run_suite",  # 69 lines
     "tasks/equations.py:equations",  # 67 lines
-    "tasks/needle.py:needle",  # 78 lines
 }
