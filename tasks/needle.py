@@ -12,7 +12,7 @@ follows Kamradt's needle test (github.com/gkamradt/LLMTest_NeedleInAHaystack,
 Lengths count the whole prompt in the model's own tokens, chat template applied:
 at most ``length``, at least ``length`` minus max(8, 1%); depth is the share of
 filler tokens before the needle, 0 to 100, met to within one sentence
-(:mod:`evalsuite.haystack` builds the prompts).
+(:mod:`evalsuite.datasets.haystack` builds the prompts).
 
 Variants (``variant``):
 - ``single``: one needle, asked for.
@@ -39,7 +39,7 @@ from typing import Annotated, Any, Literal
 from pydantic import Field, PositiveInt
 
 from evalsuite.errors import UsageError
-from evalsuite.haystack import (
+from evalsuite.datasets.haystack import (
     Filler,
     Needle,
     build_filler,

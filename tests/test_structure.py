@@ -19,7 +19,7 @@ MAX_FUNCTION_LINES = 60
 # Debt measured when these rules were written (issue 16); each entry is to be removed
 # by the change that brings the module or function within the rule. The tests fail
 # when an entry is no longer needed, so the lists can only shrink.
-OVERSIZED_TASK_MODULES = {"tasks/equations.py", "tasks/json_extraction.py"}
+OVERSIZED_TASK_MODULES = {"tasks/equations.py"}
 
 
 def modules() -> dict[str, Path]:
