@@ -137,6 +137,26 @@ def tpot_s(e2e_s: float | None, ttft_s: float | None, output_tokens: int | None)
     return (e2e_s - ttft_s) / (output_tokens - 1)
 
 
+def throughput(rows: Sequence[Any], wall_s: float) -> dict[str, Any]:
+    """Request and token throughput over ``wall_s`` seconds, as ``vllm bench serve``
+    defines them: completed requests (``error`` None) and their prompt and output
+    tokens, divided by the wall time. ``rows`` have ``error``, ``prompt_tokens`` and
+    ``output_tokens`` (records or generations). A rate is None when the wall time
+    is 0 or no row measured its tokens (never 0 for "not measured").
+    """
+    ok = [r for r in rows if r.error is None]
+    out = [r.output_tokens for r in ok if r.output_tokens is not None]
+    prompt = [r.prompt_tokens for r in ok if r.prompt_tokens is not None]
+    timed = wall_s > 0
+    return {
+        "prompt_tokens": sum(prompt),
+        "output_tokens": sum(out),
+        "request_throughput_per_s": len(ok) / wall_s if timed else None,
+        "output_tokens_per_s": sum(out) / wall_s if timed and out else None,
+        "total_tokens_per_s": (sum(prompt) + sum(out)) / wall_s if timed and (out or prompt) else None,
+    }
+
+
 def latency_summary(records: Sequence[Any]) -> dict[str, Any]:
     """TTFT, TPOT, ITL and end-to-end latency distributions in milliseconds.
 
