@@ -39,7 +39,7 @@ from fractions import Fraction
 from functools import lru_cache
 from typing import Any
 
-from evalsuite.scoring.normalize import bracket_pairs
+from evalsuite.scoring.normalize import bracket_pairs, outside_json_strings
 
 UNORDERED = "x-unordered"
 
@@ -69,18 +69,8 @@ def nesting_depth(text: str) -> int:
     """The deepest nesting of ``[``/``{`` in ``text``, brackets inside JSON strings
     not counted; linear in the length of ``text``, with no recursion."""
     depth = deepest = 0
-    in_string = escaped = False
-    for ch in text:
-        if in_string:
-            if escaped:
-                escaped = False
-            elif ch == "\\":
-                escaped = True
-            elif ch == '"':
-                in_string = False
-        elif ch == '"':
-            in_string = True
-        elif ch in "[{":
+    for _, ch in outside_json_strings(text):
+        if ch in "[{":
             depth += 1
             deepest = max(deepest, depth)
         elif ch in "]}":

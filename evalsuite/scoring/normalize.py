@@ -65,6 +65,7 @@ from __future__ import annotations
 
 import re
 import unicodedata
+from collections.abc import Iterator
 
 __all__ = [
     "UNICODE_MAP",
@@ -75,6 +76,7 @@ __all__ = [
     "match_key",
     "normalize_text",
     "normalize_unicode",
+    "outside_json_strings",
     "unbox",
 ]
 
@@ -203,16 +205,10 @@ def match_key(text: str) -> tuple[str, ...]:
 # ---------------------------------------------------------------------------
 # Braces
 
-def bracket_pairs(text: str, json_strings: bool = False) -> dict[int, int]:
-    """Every ``{`` of ``text`` that closes, mapped to the index of its ``}``: the one
-    bracket matcher of evalsuite (LaTeX groups, JSON objects). One pass, a stack,
-    no recursion, so any nesting depth is safe.
-
-    ``json_strings``: braces inside JSON strings (double quotes, backslash
-    escapes) are text, not brackets. A ``}`` with no open ``{`` is ignored.
-    """
-    stack: list[int] = []
-    pairs: dict[int, int] = {}
+def outside_json_strings(text: str) -> Iterator[tuple[int, str]]:
+    """``(index, character)`` of every character of ``text`` outside JSON strings
+    (double quotes, backslash escapes; the quotes themselves left out): what a
+    bracket counter reads in JSON text."""
     in_string = escaped = False
     for j, ch in enumerate(text):
         if in_string:
@@ -222,9 +218,24 @@ def bracket_pairs(text: str, json_strings: bool = False) -> dict[int, int]:
                 escaped = True
             elif ch == '"':
                 in_string = False
-        elif ch == '"' and json_strings:
+        elif ch == '"':
             in_string = True
-        elif ch == "{":
+        else:
+            yield j, ch
+
+
+def bracket_pairs(text: str, json_strings: bool = False) -> dict[int, int]:
+    """Every ``{`` of ``text`` that closes, mapped to the index of its ``}``: the one
+    bracket matcher of evalsuite (LaTeX groups, JSON objects). One pass, a stack,
+    no recursion, so any nesting depth is safe.
+
+    ``json_strings``: braces inside JSON strings (:func:`outside_json_strings`) are
+    text, not brackets. A ``}`` with no open ``{`` is ignored.
+    """
+    stack: list[int] = []
+    pairs: dict[int, int] = {}
+    for j, ch in outside_json_strings(text) if json_strings else enumerate(text):
+        if ch == "{":
             stack.append(j)
         elif ch == "}" and stack:
             pairs[stack.pop()] = j
