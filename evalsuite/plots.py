@@ -206,7 +206,7 @@ def heatmap_figure(rows: Sequence[str], columns: Sequence[str],
 
     grid = np.array([[np.nan if v is None else v for v in row] for row in values], dtype=float).reshape(
         len(rows), len(columns))
-    fig = _figure(max(4.0, 1.5 + 0.6 * len(columns)), max(2.5, 1.0 + 0.45 * len(rows)))
+    fig = _figure(max(4.5, 2.5 + 0.9 * len(columns)), max(2.5, 1.2 + 0.45 * len(rows)))
     ax = fig.add_subplot()
     image = ax.imshow(np.ma.masked_invalid(grid), vmin=0, vmax=1, cmap="RdYlGn", aspect="auto")
     ax.set_xticks(range(len(columns)), columns, rotation=45 if len(columns) > 6 else 0)

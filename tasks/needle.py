@@ -279,7 +279,7 @@ def write_heatmap(records: Sequence[SampleRecord], run_dir: Path, grid: tuple[li
     hatched = {(depths.index(c["depth"]), lengths.index(c["length"])) for c in skipped
                if c["depth"] in depths and c["length"] in lengths}
     fig = heatmap_figure([f"{d}%" for d in depths], [str(L) for L in lengths], values,
-                         f"{title}; effective context length {summary['effective_context_length'] or 'none'} "
+                         f"{title}\neffective context length {summary['effective_context_length'] or 'none'} "
                          f"at recall >= {threshold}", xlabel="context length (tokens)", ylabel="needle depth",
                          hatched=hatched)
     fig.savefig(Path(run_dir) / HEATMAP_FILE, dpi=120)
