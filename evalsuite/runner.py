@@ -27,8 +27,8 @@ from pathlib import Path
 from typing import Any
 
 from evalsuite import guard
-from evalsuite.backends.queue import stream
 from evalsuite import resume as resuming
+from evalsuite.backends.queue import stream
 from evalsuite.cache import (
     CachedBackend,
     chat_template_sha256,

@@ -46,7 +46,9 @@ def test_stream_prefers_the_backends_own_stream_and_adapts_the_others():
 
     class Batch:
         name = "batch"
-        sizes: list[int] = []
+
+        def __init__(self):
+            self.sizes: list[int] = []
 
         def generate(self, requests):
             self.sizes.append(len(requests))
@@ -169,3 +171,34 @@ def test_the_runner_writes_in_completion_order_and_aggregates_in_request_order(t
     assert lines[0]["output"] == "The answer is test-2."
     metrics = json.loads((result.run_dir / "run.json").read_text())["metrics"]["gsm8k"]
     assert metrics["scores"]["strict-match"]["n"] == 3 and metrics["performance"]["requests"] == 3
+
+
+class RecordingStream(ReversedStream):
+    """ReversedStream that records every call of ``stream`` (the requests' identities)."""
+
+    def __init__(self):
+        self.calls: list[list[tuple[str, str]]] = []
+
+    def stream(self, requests):
+        requests = list(requests)
+        self.calls.append([(r.task, r.sample_id) for r in requests])
+        return super().stream(requests)
+
+
+def test_a_suites_entries_on_one_engine_share_one_queue(tmp_path, gsm8k_data_dir, embedded_model):
+    from argparse import Namespace
+
+    from evalsuite.results import read_samples
+    from evalsuite.suite import run_suite
+
+    path = tmp_path / "suite.yaml"
+    path.write_text(f"name: two\nmodel: {embedded_model}\ntasks:\n"
+                    "  - {name: gsm8k, limit: 3}\n  - {name: gsm8k, id: gsm8k-again, limit: 2, temperature: 1.0}\n")
+    args = Namespace(model=None, data_dir=str(gsm8k_data_dir), limit=None, run_id="s", output_dir=tmp_path / "out",
+                     no_progress=True, no_cache=True, max_error_rate=None)
+    backend = RecordingStream()
+    assert run_suite(path, args, backend=backend) == 0
+    # one stream for both entries: all five requests at once, nothing waits for a run to finish
+    assert backend.calls == [[("gsm8k", f"test-{i}") for i in range(3)] + [("gsm8k", "test-0"), ("gsm8k", "test-1")]]
+    assert [r["sample_id"] for r in read_samples(tmp_path / "out" / "s" / "gsm8k")] == ["test-2", "test-1", "test-0"]
+    assert len(read_samples(tmp_path / "out" / "s" / "gsm8k-again")) == 2
