@@ -322,6 +322,9 @@ class RunState:
     bars: dict[str, Any] = field(default_factory=dict)
     metrics: dict[str, Any] = field(default_factory=dict)
     measured: dict[str, Any] | None = None
+    start: float = 0.0  # perf_counter when the queue started generating
+    remaining: int = 0  # requests of this run not yet scored
+    result: RunResult | None = None  # set when the run is finished
 
     def todo(self) -> list[GenerationRequest]:
         """The requests that have no record yet, task by task in request order."""
@@ -401,7 +404,8 @@ def prepare(config: RunConfig, announce=None, backend=None) -> RunState | RunRes
 def score_and_write(batch: Sequence[tuple[RunState, GenerationRequest, Generation]]) -> None:
     """The scoring stage's step: extract + score a micro-batch of finished generations
     (grouped by run and task, so a task's batch scorer sees them together), append
-    each record to its run's ``samples.jsonl`` and advance its task's progress bar."""
+    each record to its run's ``samples.jsonl`` and advance its task's progress bar.
+    A run whose last sample this was is finished at once (:func:`finish`)."""
     groups: dict[tuple[int, str], list[tuple[RunState, GenerationRequest, Generation]]] = {}
     for item in batch:
         groups.setdefault((id(item[0]), item[1].task), []).append(item)
@@ -414,6 +418,9 @@ def score_and_write(batch: Sequence[tuple[RunState, GenerationRequest, Generatio
         state.last_scored[task.name] = time.perf_counter()
         if task.name in state.bars:
             state.bars[task.name].update(len(records))
+        state.remaining -= len(records)
+        if state.remaining == 0:  # this run is done while the engine works for the others
+            state.result = finish(state)
 
 
 def shared_backend(states: Sequence[RunState]):
@@ -443,15 +450,16 @@ def open_bars(states: Sequence[RunState], todo: Sequence[Sequence[GenerationRequ
                       for name in state.tasks}
 
 
-def generate_and_score(states: Sequence[RunState], progress: bool) -> float:
+def generate_and_score(states: Sequence[RunState], progress: bool) -> None:
     """Generation and scoring of every pending request of every run, as one queue.
 
     Cached generations go to the scoring stage at once; every other request of every
     run is streamed through the shared backend (:func:`evalsuite.backends.queue.stream`),
     each generation stored in its run's response cache as it arrives and handed to a
     :class:`~evalsuite.stages.BatchingWorker` that scores and writes it while the
-    engine goes on. Returns the ``time.perf_counter()`` at which generation started
-    (after the engine was up). Raises whatever the backend or the scoring stage raised.
+    engine goes on; a run is finished as soon as its last sample is scored. Each
+    state's ``start`` is the ``time.perf_counter()`` at which generation started (after
+    the engine was up). Raises whatever the backend or the scoring stage raised.
     """
     todo = [s.todo() for s in states]
     cached_items, pending = [], []
@@ -463,6 +471,8 @@ def generate_and_score(states: Sequence[RunState], progress: bool) -> float:
     backend = shared_backend(states)
     open_bars(states, todo, progress)
     start = time.perf_counter()
+    for state, requests in zip(states, todo):
+        state.start, state.remaining = start, len(requests)
     worker = BatchingWorker(score_and_write, name="evalsuite-scoring")
     try:
         for item in cached_items:
@@ -484,13 +494,13 @@ def generate_and_score(states: Sequence[RunState], progress: bool) -> float:
         for state in states:
             for bar in state.bars.values():
                 bar.close()
-    return start
 
 
-def finish(state: RunState, start: float) -> RunResult:
+def finish(state: RunState) -> RunResult:
     """Aggregates each task over its kept and new records (in request order), writes
     the task's artifacts and the final ``run.json``. A task's ``wall_s`` runs from the
-    queue's start (``start``, a ``perf_counter`` time) to its last sample scored."""
+    queue's start (``state.start``) to its last sample scored."""
+    start = state.start
     all_records: list[SampleRecord] = []
     for name, task in state.tasks.items():
         requests = state.requests[name]
@@ -531,9 +541,9 @@ def run_many(configs: Sequence[RunConfig], progress: bool = True, announce=None,
             for config in configs:
                 prepared.append(prepare(config, announce, backend))
                 states = [p for p in prepared if isinstance(p, RunState)]
-            start = generate_and_score(states, progress)
-            for state in states:
-                results[id(state)] = finish(state, start)
+            generate_and_score(states, progress)
+            for state in states:  # the runs with nothing left to generate finish here
+                results[id(state)] = state.result or finish(state)
         finally:
             for state in states:
                 state.stop_monitor()
@@ -544,7 +554,7 @@ def run_many(configs: Sequence[RunConfig], progress: bool = True, announce=None,
                 state.cached.close()
     except BaseException as e:
         for state in states:
-            if id(state) not in results:
+            if id(state) not in results and state.result is None:  # a finished run stays complete
                 state.write_status("failed", error=f"{type(e).__name__}: {e}", finished_at=time.time(),
                                    metrics=state.metrics)
         raise

@@ -63,6 +63,7 @@ def test_sigkill_after_n_samples_reported_scored_keeps_all_n(tmp_path, gsm8k_dat
     cmd = [sys.executable, "-m", "evalsuite.cli", "run", "--tasks", "gsm8k", "--backend", "vllm",
            "--model", embedded_model, "--limit", "40", "--max-tokens", "48", "--dtype", "float32",
            "--enforce-eager", "--max-model-len", "2048", "--data-dir", str(gsm8k_data_dir),
+           "--engine-arg", "max_num_seqs=4",  # completions come in waves of 4, not all at one step
            "--output-dir", str(out), "--run-id", "killed", "--no-cache"]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True,
                             env={**os.environ, "COLUMNS": "120"})
