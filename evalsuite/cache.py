@@ -453,6 +453,26 @@ class CachedBackend:
         return [fresh[i] if i in fresh else replace(found[keys[i]], timings=Timings())
                 for i in range(len(requests))]
 
+    def split(self, requests: Sequence[GenerationRequest]) -> tuple[dict[int, Generation], list[int]]:
+        """``(hits, misses)``: the cached generations by index in ``requests`` (timings
+        cleared: a hit was not timed in this run) and the indexes to generate.
+        Counts them in ``hits``/``misses``."""
+        keys = [request_key(self.identity, r) for r in requests]
+        found = self._lookup(keys)
+        hits = {i: replace(found[k], timings=Timings()) for i, k in enumerate(keys) if k in found}
+        misses = [i for i in range(len(requests)) if i not in hits]
+        self.hits += len(hits)
+        self.misses += len(misses)
+        return hits, misses
+
+    def store(self, request: GenerationRequest, generation: Generation) -> None:
+        """Puts one fresh generation in the cache (as it arrives from a stream)."""
+        self._store([(request_key(self.identity, request), generation)])
+
+    def backend(self):
+        """The real backend, opened now if it is not yet."""
+        return self._backend()
+
     @property
     def opened(self) -> bool:
         return self.inner is not None

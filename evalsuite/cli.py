@@ -65,7 +65,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--top-p", type=float, default=None)
     run.add_argument("--seed", type=int, default=0)
     run.add_argument("--system-prompt", default=None, help="system message prepended to chat prompts")
-    run.add_argument("--batch-size", type=int, default=256, help="requests per backend call (and per results flush)")
+    run.add_argument("--batch-size", type=int, default=None,
+                     help="requests per generate call, for backends without streaming (hf); default 256")
     run.add_argument("--output-dir", type=Path, default=Path("results"))
     run.add_argument("--run-id", default=None)
     run.add_argument("--label", default=None,

@@ -53,7 +53,7 @@ class RunConfig:
     top_p: float | None = None
     seed: int = 0
     system_prompt: str | None = None
-    batch_size: int = 256
+    batch_size: int | None = None  # requests per generate call, batch-only backends (None: 256)
     output_dir: Path = Path("results")
     run_id: str | None = None
     engine: EngineConfig = field(default_factory=EngineConfig)
@@ -71,7 +71,7 @@ class RunConfig:
             raise UsageError("no task given (use --tasks NAME[,NAME...]; `evalsuite list` shows them)")
         if self.limit is not None and self.limit < 1:
             raise UsageError(f"--limit must be a positive integer, got {self.limit}")
-        if self.batch_size < 1:
+        if self.batch_size is not None and self.batch_size < 1:
             raise UsageError(f"--batch-size must be a positive integer, got {self.batch_size}")
         if self.max_tokens is not None and self.max_tokens < 1:
             raise UsageError(f"--max-tokens must be a positive integer, got {self.max_tokens}")

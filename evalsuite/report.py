@@ -193,7 +193,7 @@ def load_run(ref: str | Path, results_dir: str | Path = "results") -> RunData:
         for name, value in memory_figures({"memory": run_json.get("memory")}).items():
             memory[name if member == path else f"{run_id}.{name}"] = value
         if (member / "samples.jsonl").is_file():
-            samples.extend({**r, "task": renames.get(r.get("task"), r.get("task"))} for r in read_samples(member))
+            samples.extend({**r, "task": renames.get(r.get("task"), r.get("task"))} for r in read_samples(member, ordered=True))
         headers.append({k: v for k, v in run_json.items() if k != "metrics"})
         task_keys.append(renames)
         artifacts.extend(sorted(member.rglob("*.png")))

@@ -73,9 +73,19 @@ class RunWriter:
         self.close()
 
 
-def read_samples(run_dir: Path) -> list[dict[str, Any]]:
+def sample_order(record: dict[str, Any]) -> tuple[Any, ...]:
+    """A sort key putting ``samples.jsonl`` records in a deterministic order: by task,
+    then sample id with its numbers compared as numbers (``test-2`` before ``test-10``),
+    then repeat."""
+    parts = re.split(r"(\d+)", str(record.get("sample_id", "")))
+    natural = tuple((0, int(p), "") if p.isdigit() else (1, 0, p) for p in parts if p)
+    return (str(record.get("task", "")), natural, record.get("repeat") or 0)
+
+
+def read_samples(run_dir: Path, ordered: bool = False) -> list[dict[str, Any]]:
     """Every complete record of a run's ``samples.jsonl`` (a torn last line from a
-    killed run is skipped)."""
+    killed run is skipped), in completion order (the order they were scored and
+    written), or with ``ordered`` in :func:`sample_order`."""
     records = []
     with open(Path(run_dir) / "samples.jsonl", encoding="utf-8") as f:
         for line in f:
@@ -83,4 +93,4 @@ def read_samples(run_dir: Path) -> list[dict[str, Any]]:
                 records.append(json.loads(line))
             except json.JSONDecodeError:
                 continue
-    return records
+    return sorted(records, key=sample_order) if ordered else records

@@ -1,7 +1,7 @@
 """Finishing an interrupted run: ``evalsuite run --resume RUN_DIR``.
 
-A run writes ``run.json`` (its config) before generating and appends each scored
-batch to ``samples.jsonl`` at once, so a run killed at any point leaves a
+A run writes ``run.json`` (its config) before generating and appends each sample
+to ``samples.jsonl`` as soon as it is scored, so a run killed at any point leaves a
 directory that says what it was asked to do and what it finished. Resuming:
 
 1. reads the config back from ``run.json`` (:func:`load_run`);
@@ -35,8 +35,8 @@ from evalsuite.types import SampleRecord, Score, Timings
 KILL_ENV = "EVALSUITE_TEST_KILL_AT"
 KILL_STAGES = (
     "started",        # run.json written, nothing generated yet
-    "scoring",        # a batch came back from the backend, before it is scored and written
-    "batch_written",  # a batch was appended to samples.jsonl
+    "scoring",        # generations came back from the backend, before the first is scored and written
+    "batch_written",  # a scored micro-batch (one sample or more) was appended to samples.jsonl
     "final_write",    # every sample written, before the final run.json
 )
 

@@ -1,7 +1,12 @@
 """A run as a straight line of small stages.
 
-``resolve_model -> load_tasks -> open_backend -> build_requests -> generate ->
-score -> write -> aggregate -> finish``. Misconfiguration raises
+``prepare`` (resolve_model -> load_tasks -> build_requests) -> ``generate_and_score``
+(one streaming engine queue: generate -> extract + score -> write, concurrently) ->
+``finish`` (aggregate -> run.json). Every pending request of every task (and of every
+run sharing the engine, :func:`run_many`) goes to the engine at once; each
+generation is scored by a stage thread beside the engine and appended to
+``samples.jsonl`` as soon as it is scored, so that file is in completion order and
+a kill loses no scored sample. Misconfiguration raises
 :class:`~evalsuite.errors.UsageError` before the engine starts; a failed request
 is recorded on its sample and the run goes on.
 
@@ -15,13 +20,16 @@ from __future__ import annotations
 import hashlib
 import signal
 import time
+from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from contextlib import closing
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from evalsuite import guard, lifecycle
 from evalsuite import resume as resuming
+from evalsuite.backends.queue import stream
 from evalsuite.cache import (
     CachedBackend,
     chat_template_sha256,
@@ -38,6 +46,7 @@ from evalsuite.paths import check_output_dir
 from evalsuite.provenance import git_revision, host_description, library_versions
 from evalsuite.registry import backends
 from evalsuite.results import RunWriter, new_run_id
+from evalsuite.stages import BatchingWorker
 from evalsuite.task import Task, build_task, file_sha256
 from evalsuite.types import Generation, GenerationRequest, Message, SampleRecord, SamplingParams
 
@@ -194,27 +203,6 @@ def _prompt_as_text(prompt) -> str:
     return "\n".join(f"[{m.role}] {m.content}" for m in prompt)
 
 
-def generate(task: Task, requests: list[GenerationRequest], backend, writer: RunWriter,
-             batch_size: int, progress: bool) -> tuple[list[SampleRecord], float]:
-    """Generates and scores batch by batch, writing each batch as it is scored."""
-    from tqdm import tqdm
-
-    records: list[SampleRecord] = []
-    start = time.perf_counter()
-    with tqdm(total=len(requests), desc=task.name, unit="sample", disable=not progress, dynamic_ncols=True) as bar:
-        for i in range(0, len(requests), batch_size):
-            batch = requests[i : i + batch_size]
-            generations = backend.generate(batch)
-            if len(generations) != len(batch):
-                raise RuntimeError(f"backend {backend.name} returned {len(generations)} generations for {len(batch)} requests")
-            resuming.kill_point("scoring")
-            batch_records = writer.append(score(task, batch, generations))
-            resuming.kill_point("batch_written")
-            records.extend(batch_records)
-            bar.update(len(batch))
-    return records, time.perf_counter() - start
-
-
 def performance(records: Sequence[SampleRecord], wall_s: float) -> dict[str, Any]:
     """Throughput over ``wall_s`` seconds (:func:`evalsuite.metrics.throughput`) and
     latency percentiles of ``records``."""
@@ -351,15 +339,71 @@ def ending_status(error: BaseException) -> dict[str, Any]:
     return {"status": "failed", "error": f"{type(error).__name__}: {error}"}
 
 
-def run(config: RunConfig, progress: bool = True, announce=None, backend=None) -> RunResult:
-    """Runs every task of ``config`` and writes ``<output_dir>/<run_id>/``.
+@dataclass
+class RunState:
+    """One run's share of a shared engine queue: what it asks for, what it already has,
+    where it writes, and what it scored so far (filled in by the scoring stage)."""
 
-    Raises UsageError for bad configuration (before loading the model). If the run
-    is interrupted, ``run.json`` says so and ``samples.jsonl`` keeps every sample
-    scored so far; ``config.resume`` (a run directory) finishes such a run, keeping
-    its records and generating only the missing ones. ``backend``: an already open
-    backend to use (and leave open), e.g. one engine shared by a test session; by
-    default one is built from config when the first uncached request needs it.
+    config: RunConfig
+    model: ModelRef
+    tasks: dict[str, Task]
+    requests: dict[str, list[GenerationRequest]]
+    kept: dict[tuple[str, str, int], SampleRecord]
+    cached: CachedBackend
+    writer: RunWriter
+    header: dict[str, Any]
+    started: float
+    monitor: MemoryMonitor
+    new: dict[str, list[SampleRecord]] = field(default_factory=dict)
+    last_scored: dict[str, float] = field(default_factory=dict)
+    hits: Counter = field(default_factory=Counter)
+    bars: dict[str, Any] = field(default_factory=dict)
+    metrics: dict[str, Any] = field(default_factory=dict)
+    measured: dict[str, Any] | None = None
+    start: float = 0.0  # perf_counter when the queue started generating
+    remaining: int = 0  # requests of this run not yet scored
+    result: RunResult | None = None  # set when the run is finished
+
+    def todo(self) -> list[GenerationRequest]:
+        """The requests that have no record yet, task by task in request order."""
+        return [q for reqs in self.requests.values() for q in reqs
+                if (q.task, q.sample_id, q.repeat) not in self.kept]
+
+    def write_status(self, status: str, **extra: Any) -> None:
+        self.writer.write_run({**self.header, "status": status, "started_at": self.started, **extra})
+
+    def backend_opened(self, inner) -> None:
+        self.header["backend"] = inner.describe()
+        self.watch(inner)
+        self.write_status("running")
+
+    def watch(self, inner) -> None:
+        if hasattr(inner, "kv_cache_usage"):
+            self.monitor.probes["kv_cache_usage"] = inner.kv_cache_usage
+
+    def stop_monitor(self) -> dict[str, Any]:
+        if self.measured is None:
+            self.measured = self.monitor.stop()
+        return self.measured
+
+
+def run_directory(config: RunConfig, model: ModelRef) -> Path:
+    """Where the run writes: ``--resume``'s directory, or a new ``<output_dir>/<run_id>``
+    (UsageError if that exists)."""
+    if config.resume:
+        return Path(config.resume)
+    run_dir = Path(config.output_dir) / (config.run_id or new_run_id(model.name))
+    if run_dir.exists():
+        raise UsageError(f"run directory already exists: {run_dir} (choose another --run-id)")
+    return run_dir
+
+
+def prepare(config: RunConfig, announce=None, backend=None) -> RunState | RunResult:
+    """Checks the configuration, builds the tasks and opens the run directory.
+
+    Returns a :class:`RunResult` straight away for a ``--resume`` of a complete run.
+    Raises UsageError for bad configuration before any engine starts or anything is
+    written; ``run.json`` says ``running`` once this returns a state.
     """
     previous: dict[str, Any] = resuming.load_run(Path(config.resume)) if config.resume else {}
     if previous.get("status") == "complete":
@@ -371,82 +415,212 @@ def run(config: RunConfig, progress: bool = True, announce=None, backend=None) -
     tasks = load_tasks(config, model)
     backend_kwargs(config)  # fail on a bad backend flag before anything is written
     check_constrained_decoding(config, tasks)
-    if config.resume:
-        run_dir = Path(config.resume)
-    else:
-        run_dir = Path(config.output_dir) / (config.run_id or new_run_id(model.name))
-        if run_dir.exists():
-            raise UsageError(f"run directory already exists: {run_dir} (choose another --run-id)")
+    run_dir = run_directory(config, model)
     cached = cached_backend(config, model, backend)  # a cache that cannot be used stops the run here
     header = describe_run(config, model, tasks)
     if "backend" in previous:
         header["backend"] = previous["backend"]
-    started = previous.get("started_at", time.time())
     if config.resume:
         header["resumed_at"] = [*previous.get("resumed_at", []), time.time()]
     kept = {resuming.record_key(d): resuming.record_from_dict(d) for d in resuming.repair_samples(run_dir)}
-    owned = backend is None
     monitor = MemoryMonitor().start()  # the baseline is read before any model loads
-
-    def watch(inner) -> None:
-        if hasattr(inner, "kv_cache_usage"):
-            monitor.probes["kv_cache_usage"] = inner.kv_cache_usage
-
-    def backend_opened(inner) -> None:
-        header["backend"] = inner.describe()
-        watch(inner)
-        writer.write_run({**header, "status": "running", "started_at": started})
-
+    writer = resuming.AppendWriter(run_dir) if config.resume else RunWriter(run_dir)
+    state = RunState(config, model, {t.name: t for t in tasks}, {t.name: build_requests(t, config) for t in tasks},
+                     kept, cached, writer, header, previous.get("started_at", time.time()), monitor)
     if backend is not None:
-        watch(backend)
+        state.watch(backend)
+    cached.on_open = state.backend_opened
+    state.write_status("running")
+    if announce is not None:  # once the directory is this run's own
+        sizes = ", ".join(f"{name} ({info['num_samples']} samples)" for name, info in header["tasks"].items())
+        verb = "resuming" if config.resume else "results in"
+        announce(f"evalsuite: {sizes} on {model.name} with {config.backend}; {verb} {run_dir}")
+    resuming.kill_point("started")
+    return state
 
-    cached.on_open = backend_opened
-    with (resuming.AppendWriter(run_dir) if config.resume else RunWriter(run_dir)) as writer:
-        writer.write_run({**header, "status": "running", "started_at": started})
-        if announce is not None:  # once the directory is this run's own
-            sizes = ", ".join(f"{name} ({info['num_samples']} samples)" for name, info in header["tasks"].items())
-            verb = "resuming" if config.resume else "results in"
-            announce(f"evalsuite: {sizes} on {model.name} with {config.backend}; {verb} {run_dir}")
-        resuming.kill_point("started")
-        metrics: dict[str, Any] = {}
-        all_records: list[SampleRecord] = []
-        run_start = time.perf_counter()
+
+def score_and_write(batch: Sequence[tuple[RunState, GenerationRequest, Generation]]) -> None:
+    """The scoring stage's step: extract + score a micro-batch of finished generations
+    (grouped by run and task, so a task's batch scorer sees them together), append
+    each record to its run's ``samples.jsonl`` and advance its task's progress bar.
+    A run whose last sample this was is finished at once (:func:`finish`)."""
+    groups: dict[tuple[int, str], list[tuple[RunState, GenerationRequest, Generation]]] = {}
+    for item in batch:
+        groups.setdefault((id(item[0]), item[1].task), []).append(item)
+    for items in groups.values():
+        state, task = items[0][0], items[0][0].tasks[items[0][1].task]
+        resuming.kill_point("scoring")
+        records = state.writer.append(score(task, [r for _, r, _ in items], [g for _, _, g in items]))
+        resuming.kill_point("batch_written")
+        state.new.setdefault(task.name, []).extend(records)
+        state.last_scored[task.name] = time.perf_counter()
+        if task.name in state.bars:
+            state.bars[task.name].update(len(records))
+        state.remaining -= len(records)
+        if state.remaining == 0:  # this run is done while the engine works for the others
+            state.result = finish(state)
+
+
+def shared_backend(states: Sequence[RunState]):
+    """The one backend every run with an uncached request streams through, opened now
+    (engine start-up is not timed as generation); None when everything is cached."""
+    needing = [s for s in states if s.cached.misses]
+    if not needing:
+        return None
+    backend = needing[0].cached.backend()
+    for state in needing[1:]:
+        if state.cached.inner is None:
+            state.cached.open_backend = lambda: backend
+        if state.cached.backend() is not backend:
+            raise RuntimeError("runs that share one engine queue need one backend")
+    return backend
+
+
+def open_bars(states: Sequence[RunState], todo: Sequence[Sequence[GenerationRequest]], progress: bool) -> None:
+    """One progress bar per task of every run, advancing per scored sample."""
+    if not progress:
+        return
+    from tqdm import tqdm
+
+    for state, requests in zip(states, todo):
+        counts = Counter(q.task for q in requests)
+        state.bars = {name: tqdm(total=counts[name], desc=name, unit="sample", dynamic_ncols=True)
+                      for name in state.tasks}
+
+
+def generate_and_score(states: Sequence[RunState], progress: bool) -> None:
+    """Generation and scoring of every pending request of every run, as one queue.
+
+    Cached generations go to the scoring stage at once; every other request of every
+    run is streamed through the shared backend (:func:`evalsuite.backends.queue.stream`),
+    each generation stored in its run's response cache as it arrives and handed to a
+    :class:`~evalsuite.stages.BatchingWorker` that scores and writes it while the
+    engine goes on; a run is finished as soon as its last sample is scored. Each
+    state's ``start`` is the ``time.perf_counter()`` at which generation started (after
+    the engine was up). Raises whatever the backend or the scoring stage raised.
+    """
+    todo = [s.todo() for s in states]
+    cached_items, pending = [], []
+    for state, requests in zip(states, todo):
+        hits, misses = state.cached.split(requests)
+        state.hits = Counter(requests[i].task for i in hits)
+        cached_items += [(state, requests[i], g) for i, g in sorted(hits.items())]
+        pending += [(state, requests[i]) for i in misses]
+    backend = shared_backend(states)
+    open_bars(states, todo, progress)
+    start = time.perf_counter()
+    for state, requests in zip(states, todo):
+        state.start, state.remaining = start, len(requests)
+    worker = BatchingWorker(score_and_write, name="evalsuite-scoring")
+    try:
+        for item in cached_items:
+            worker.put(item)
+        if pending:
+            with closing(stream(backend, [r for _, r in pending], states[0].config.batch_size)) as finished:
+                for index, generation in finished:
+                    state, request = pending[index]
+                    state.cached.store(request, generation)
+                    worker.put((state, request, generation))
+        worker.close()
+    except BaseException:
+        try:  # what was generated is still scored and written (a second interrupt drops it)
+            worker.close()
+        except BaseException:  # noqa: BLE001 -- the first exception is the one raised
+            worker.abandon()
+        raise
+    finally:
+        for state in states:
+            for bar in state.bars.values():
+                bar.close()
+
+
+def finish(state: RunState) -> RunResult:
+    """Aggregates each task over its kept and new records (in request order), writes
+    the task's artifacts and the final ``run.json``. A task's ``wall_s`` runs from the
+    queue's start (``state.start``) to its last sample scored."""
+    start = state.start
+    all_records: list[SampleRecord] = []
+    for name, task in state.tasks.items():
+        requests = state.requests[name]
+        done = [state.kept[k] for k in ((q.task, q.sample_id, q.repeat) for q in requests) if k in state.kept]
+        new = state.new.get(name, [])
+        records = in_request_order(requests, done, new)
+        all_records.extend(records)
+        state.metrics[name] = aggregate(task, records, state.last_scored.get(name, start) - start, timed=new)
+        state.metrics[name]["performance"].update(cache_hits=state.hits[name], resumed_records=len(done))
+        if task.write_artifacts is not None:
+            task.write_artifacts(records, state.writer.run_dir)
+    measured = state.stop_monitor()
+    config, header = state.config, state.header
+    header["performance"] = performance(all_records, time.perf_counter() - start)
+    header["memory"] = memory_report(measured, state.model, config, header.get("backend"))
+    header["cache"] = {"enabled": config.cache, "path": str(default_path()) if config.cache else None,
+                       "identity_sha256": state.cached.identity or None, "hits": state.cached.hits,
+                       "misses": state.cached.misses}
+    resuming.kill_point("final_write")
+    state.write_status("complete", finished_at=time.time(), metrics=state.metrics)
+    return RunResult(state.writer.run_dir, state.metrics, config.limit, header["memory"])
+
+
+def run_many(configs: Sequence[RunConfig], progress: bool = True, announce=None, backend=None) -> list[RunResult]:
+    """Runs several configs on one engine queue: every pending request of every run
+    goes to the engine at once (a suite's entries that share an engine).
+
+    Each run writes its own directory as :func:`run` does. ``backend``: an open
+    backend to use and leave open; by default one is built from the first config when
+    the first uncached request needs it, and closed at the end. If the runs fail, every
+    unfinished run's ``run.json`` says ``failed`` (``interrupted`` for Ctrl-C or a stop
+    signal, :func:`ending_status`) and the exception propagates.
+    """
+    prepared: list[RunState | RunResult] = []
+    states: list[RunState] = []
+    results: dict[int, RunResult] = {}
+    try:
         try:
-            for task in tasks:
-                requests = build_requests(task, config)
-                done = [kept[k] for k in ((q.task, q.sample_id, q.repeat) for q in requests) if k in kept]
-                todo = [q for q in requests if (q.task, q.sample_id, q.repeat) not in kept]
-                hits_before = cached.hits
-                cached.open_if_needed(todo)
-                new, wall_s = generate(task, todo, cached, writer, config.batch_size, progress)
-                records = in_request_order(requests, done, new)
-                all_records.extend(records)
-                metrics[task.name] = aggregate(task, records, wall_s, timed=new)
-                metrics[task.name]["performance"].update(
-                    cache_hits=cached.hits - hits_before, resumed_records=len(done))
-                if task.write_artifacts is not None:
-                    task.write_artifacts(records, run_dir)
+            for config in configs:
+                prepared.append(prepare(config, announce, backend))
+                states = [p for p in prepared if isinstance(p, RunState)]
+            generate_and_score(states, progress)
+            for state in states:  # the runs with nothing left to generate finish here
+                results[id(state)] = state.result or finish(state)
         except BaseException as e:
             # Written before the engine is shut down, so a stop that runs out of time
             # still leaves the run's status on disk.
-            writer.write_run({**header, **ending_status(e), "started_at": started,
-                              "finished_at": time.time(), "metrics": metrics})
+            for state in states:
+                if id(state) not in results and state.result is None:  # a finished run stays complete
+                    state.write_status(**ending_status(e), finished_at=time.time(), metrics=state.metrics)
             if lifecycle.stopping():
                 # A stop signal: end the children now. vLLM's own shutdown sends SIGTERM,
                 # which its engine core and workers ignore, and waits 5 s before SIGKILL.
                 lifecycle.stop_children(grace_s=1.0)
             raise
         finally:
-            measured = monitor.stop()
-            if owned and cached.opened:
-                cached.inner.close()
-            cached.close()
-        header["performance"] = performance(all_records, time.perf_counter() - run_start)
-        header["memory"] = memory_report(measured, model, config, header.get("backend"))
-        header["cache"] = {"enabled": config.cache, "path": str(default_path()) if config.cache else None,
-                           "identity_sha256": cached.identity or None, "hits": cached.hits,
-                           "misses": cached.misses}
-        resuming.kill_point("final_write")
-        writer.write_run({**header, "status": "complete", "started_at": started,
-                          "finished_at": time.time(), "metrics": metrics})
-    return RunResult(run_dir, metrics, config.limit, header["memory"])
+            for state in states:
+                state.stop_monitor()
+            if backend is None:
+                for inner in {id(s.cached.inner): s.cached.inner for s in states if s.cached.opened}.values():
+                    inner.close()
+            for state in states:
+                state.cached.close()
+    finally:
+        for state in states:
+            state.writer.close()
+    return [results[id(p)] if isinstance(p, RunState) else p for p in prepared]
+
+
+def run(config: RunConfig, progress: bool = True, announce=None, backend=None) -> RunResult:
+    """Runs every task of ``config`` and writes ``<output_dir>/<run_id>/``.
+
+    Stages: ``prepare`` (check, load tasks, open the directory) -> ``generate_and_score``
+    (one streaming engine queue for every task; each sample extracted, scored and
+    appended to ``samples.jsonl`` as its generation finishes, so the file is in
+    completion order) -> ``finish`` (aggregate in request order, artifacts, ``run.json``).
+
+    Raises UsageError for bad configuration (before loading the model). If the run
+    is interrupted, ``run.json`` says so and ``samples.jsonl`` keeps every sample
+    scored so far; ``config.resume`` (a run directory) finishes such a run, keeping
+    its records and generating only the missing ones. ``backend``: an already open
+    backend to use (and leave open), e.g. one engine shared by a test session; by
+    default one is built from config when the first uncached request needs it.
+    """
+    return run_many([config], progress, announce, backend)[0]

@@ -113,7 +113,7 @@ class SuiteFile(_ConfigFile):
     backend: str = "vllm"
     data_dir: str | None = None
     seed: int = 0
-    batch_size: PositiveInt = 256
+    batch_size: PositiveInt | None = None
     max_error_rate: Fraction01 | None = None
     backend_args: BackendSettings | None = None
     engine: dict[str, Any] | None = None
@@ -135,7 +135,7 @@ class RunSettings(_TypesOnly):
     top_p: OpenFraction01 | None = None
     seed: int = 0
     system_prompt: str | None = None
-    batch_size: PositiveInt = 256
+    batch_size: PositiveInt | None = None
     output_dir: str = "results"
     run_id: str | None = None
     engine: EngineSettings = Field(default_factory=EngineSettings)

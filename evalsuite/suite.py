@@ -15,7 +15,7 @@ Format (every key but ``tasks`` optional)::
     backend: vllm
     data_dir: null               # else EVALSUITE_DATA_DIR
     seed: 0
-    batch_size: 256
+    batch_size: null             # requests per generate call, batch-only backends (hf); null: 256
     max_error_rate: null
     backend_args: {}             # e.g. {base_urls: [http://...], max_concurrency: 8}
     engine:                      # EngineConfig fields; other engine arguments under extra
@@ -255,7 +255,8 @@ def run_suite(path: str | Path, args: Any, backend: Any = None) -> int:
     ``--limit`` and ``--label`` override the suite's values when given, ``--no-cache`` bypasses the
     response cache (a real rerun, e.g. for a regression gate); the suite's directory is
     ``<--output-dir>/<--run-id or a new id>/``. Entries with the same model,
-    backend and engine settings share one engine, opened once. Returns the exit
+    backend and engine settings share one engine, opened once, and one request queue
+    (:func:`evalsuite.runner.run_many`): all their pending requests go to the engine at once. Returns the exit
     code: 1 when the share of failed requests over the suite exceeds the suite's
     ``max_error_rate`` (or ``--max-error-rate``), else 0. ``backend``: an already
     open backend to run every entry on (and leave open), e.g. a test session's engine.
@@ -263,7 +264,7 @@ def run_suite(path: str | Path, args: Any, backend: Any = None) -> int:
     from evalsuite.models import resolve_model
     from evalsuite.paths import check_name, check_output_dir, claim_dir
     from evalsuite.results import new_run_id, write_json_atomic
-    from evalsuite.runner import load_tasks, open_backend, run
+    from evalsuite.runner import load_tasks, open_backend, run_many
     from evalsuite.summary import error_exit_code, format_summary
 
     suite = read_suite(path, {"model": getattr(args, "model", None), "data_dir": getattr(args, "data_dir", None),
@@ -300,8 +301,8 @@ def run_suite(path: str | Path, args: Any, backend: Any = None) -> int:
             shared = backend if backend is not None else open_backend(
                 group[0], resolve_model(group[0].model, group[0].backend))
             try:
-                for config in group:
-                    result = run(config, progress=progress, announce=announce, backend=shared)
+                for config, result in zip(group, run_many(group, progress=progress, announce=announce,
+                                                          backend=shared)):
                     memories.append(result.memory)
                     metrics.update({f"{config.run_id}/{k}" if k in metrics else k: v
                                     for k, v in result.metrics.items()})

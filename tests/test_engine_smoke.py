@@ -2,14 +2,15 @@ import json
 
 import pytest
 
+from evalsuite.results import read_samples
+
 pytestmark = pytest.mark.engine
 
 
 def test_gsm8k_runs_end_to_end_on_real_vllm(vllm_backend, run_with, gsm8k_data_dir):
     result = run_with(vllm_backend, ["gsm8k"], limit=4, data_dir=str(gsm8k_data_dir), max_tokens=64,
                       cache=False)
-    lines = (result.run_dir / "samples.jsonl").read_text().splitlines()
-    records = [json.loads(line) for line in lines]
+    records = read_samples(result.run_dir, ordered=True)  # samples.jsonl is in completion order
     assert [r["sample_id"] for r in records] == ["test-0", "test-1", "test-2", "test-3"]
     run = json.loads((result.run_dir / "run.json").read_text())
     assert run["status"] == "complete"

@@ -4,12 +4,14 @@ import json
 
 import pytest
 
+from evalsuite.results import read_samples  # samples.jsonl is in completion order
+
 pytestmark = pytest.mark.engine
 
 
 def test_equations_runs_end_to_end_on_real_vllm(vllm_backend, run_with):
     result = run_with(vllm_backend, ["equations"], limit=3, max_tokens=96)
-    lines = [json.loads(line) for line in (result.run_dir / "samples.jsonl").read_text().splitlines()]
+    lines = read_samples(result.run_dir, ordered=True)
     assert [d["sample_id"] for d in lines] == ["brief-0", "linear-0", "quadratic-real-0"]
     assert all(d["output_tokens"] > 0 and d["error"] is None for d in lines)
     assert all(set(d["verdicts"]) == {"exact-solution-set", "substitution-check"} for d in lines)

@@ -225,7 +225,8 @@ def test_a_scorer_failure_is_recorded_counted_and_the_run_completes(probe_server
                        output_dir=tmp_path / "results", run_id="probe")
     result = run(config, progress=False, backend=backend)
     records = {r["sample_id"]: r for r in read_samples(result.run_dir)}
-    assert list(records) == [s.id for s in PROBE_SAMPLES]  # every sample written, the failing batch too
+    # every sample written, the failing batch too (in completion order: compared as a set)
+    assert sorted(records) == sorted(s.id for s in PROBE_SAMPLES) and len(read_samples(result.run_dir)) == 6
     boom, deep = records["probe-3"], records["probe-4"]
     assert boom["error"] == ("scoring (probe): RecursionError: maximum recursion depth exceeded while decoding "
                              "a JSON array")

@@ -73,8 +73,8 @@ def test_a_100000_deep_json_answer_is_an_invalid_answer_and_the_run_completes(de
 
 
 def test_resume_after_a_kill_goes_past_the_deep_answer(deep_json_server, tmp_path):
-    """Killed after the deep answer's batch was generated (and cached), before it was
-    scored; the resumed run scores it from the cache and completes."""
+    """Killed after generations were cached, before the first was scored; the resumed
+    run scores them from the cache (the deep answer included) and completes."""
     server, _ = deep_json_server
     env = {"EVALSUITE_RESPONSE_CACHE": str(tmp_path / "responses.sqlite")}
     killed = json_run(server, tmp_path, "killed", "--batch-size", "8", env={**env, "EVALSUITE_TEST_KILL_AT": "scoring"})
@@ -88,7 +88,10 @@ def test_resume_after_a_kill_goes_past_the_deep_answer(deep_json_server, tmp_pat
     assert reference.returncode == 0, reference.stderr
     assert untimed(run_dir) == untimed(tmp_path / "results" / "reference")
     run = json.loads((run_dir / "run.json").read_text())
-    assert run["status"] == "complete" and run["cache"]["hits"] == 8  # the first batch came from the cache
+    # what was generated before the kill came from the cache: with a streaming backend at least the
+    # generation whose scoring was killed, and every request exactly once in all
+    assert run["status"] == "complete" and run["cache"]["hits"] >= 1
+    assert run["cache"]["hits"] + run["cache"]["misses"] == 16
 
 
 # Events sent before the normal reply, one hostile kind per GSM8K sample (sample 0 is left alone).
@@ -123,7 +126,7 @@ def test_hostile_stream_events_are_failed_requests_and_the_run_completes(event_s
     assert proc.returncode == code, proc.stderr
     assert "Traceback" not in proc.stderr
     assert ("error rate 0.750 (6/8) exceeds --max-error-rate 0.5" in proc.stderr) == (code == 1)
-    records = read_samples(tmp_path / "results" / "events")
+    records = read_samples(tmp_path / "results" / "events", ordered=True)  # written in completion order
     assert [r["sample_id"] for r in records] == [f"test-{i}" for i in range(8)]
     for i, r in enumerate(records):
         if i in (0, 7):

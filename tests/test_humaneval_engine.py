@@ -5,6 +5,7 @@ import json
 import pytest
 
 from evalsuite import sandbox
+from evalsuite.results import read_samples  # samples.jsonl is in completion order
 
 pytestmark = pytest.mark.engine
 
@@ -13,7 +14,7 @@ def test_humaneval_runs_end_to_end_on_real_vllm(vllm_backend, run_with):
     unsandboxed = sandbox.bwrap_available() is not None
     result = run_with(vllm_backend, ["humaneval"], limit=3, max_tokens=96, num_samples=2, temperature=0.8,
                       allow_unsandboxed=unsandboxed, task_args={"humaneval": {"ks": [1, 2]}})
-    records = [json.loads(line) for line in (result.run_dir / "samples.jsonl").read_text().splitlines()]
+    records = read_samples(result.run_dir, ordered=True)
     assert sorted((r["sample_id"], r["repeat"]) for r in records) == [
         (f"HumanEval/{i}", rep) for i in range(3) for rep in (0, 1)]
     assert all(r["output_tokens"] > 0 and r["error"] is None for r in records)

@@ -4,6 +4,7 @@ import json
 
 import pytest
 
+from evalsuite.results import read_samples  # samples.jsonl is in completion order
 from evalsuite.scoring import json_format as jf
 
 pytestmark = pytest.mark.engine
@@ -15,7 +16,7 @@ def test_free_and_constrained_end_to_end_on_real_vllm(vllm_backend, run_with):
     result = run_with(vllm_backend, ["json_extraction", "json_extraction_constrained"], limit=LIMIT)
     run = json.loads((result.run_dir / "run.json").read_text())
     assert run["status"] == "complete"
-    records = [json.loads(line) for line in (result.run_dir / "samples.jsonl").read_text().splitlines()]
+    records = read_samples(result.run_dir, ordered=True)
     by_task = {name: [r for r in records if r["task"] == name]
                for name in ("json_extraction", "json_extraction_constrained")}
     # Both tasks saw the same cases.

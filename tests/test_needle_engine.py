@@ -4,6 +4,8 @@ import json
 
 import pytest
 
+from evalsuite.results import read_samples  # samples.jsonl is in completion order
+
 pytestmark = pytest.mark.engine
 
 
@@ -26,7 +28,7 @@ def test_needle_runs_up_to_the_8k_limit_and_draws_the_heatmap(vllm_backend, run_
     assert "effective_context_length" in metrics
     assert metrics["scores"]["recall"]["n"] == 4
 
-    records = [json.loads(line) for line in (result.run_dir / "samples.jsonl").read_text().splitlines()]
+    records = read_samples(result.run_dir, ordered=True)
     assert len(records) == 4
     for r in records:
         assert r["error"] is None and r["output_tokens"] > 0

@@ -171,7 +171,11 @@ def questions(data_dir: Path, n: int) -> list[str]:
 
 
 def samples(run_dir: Path) -> list[dict]:
-    return [json.loads(line) for line in (run_dir / "samples.jsonl").read_text().splitlines()]
+    """The run's records in sample order (samples.jsonl is in completion order)."""
+    from evalsuite.results import sample_order
+
+    return sorted((json.loads(line) for line in (run_dir / "samples.jsonl").read_text().splitlines()),
+                  key=sample_order)
 
 
 def outputs(run_dir: Path) -> list[tuple[str, str]]:

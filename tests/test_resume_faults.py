@@ -21,6 +21,8 @@ from contextlib import suppress
 
 import pytest
 
+from evalsuite.results import read_samples  # samples.jsonl is in completion order
+
 pytestmark = pytest.mark.engine
 
 LIMIT, BATCH, MAX_TOKENS = 4, 2, 24
@@ -51,7 +53,7 @@ def evalsuite_run(args, env, kill_at=None, timeout=300):
 
 def outcome(run_dir):
     """(task, sample id, repeat) -> verdicts, failing on duplicates."""
-    records = [json.loads(line) for line in (run_dir / "samples.jsonl").read_text().splitlines()]
+    records = read_samples(run_dir, ordered=True)
     keys = [(r["task"], r["sample_id"], r["repeat"]) for r in records]
     assert len(keys) == len(set(keys)), f"duplicate records in {run_dir}"
     return {k: (r["verdicts"], r["answers"]) for k, r in zip(keys, records)}

@@ -31,6 +31,7 @@ import httpx
 import pytest
 
 from evalsuite.errors import UsageError
+from evalsuite.results import read_samples  # samples.jsonl is in completion order
 
 pytestmark = pytest.mark.engine
 
@@ -71,7 +72,7 @@ def run_gsm8k(backend, name: str, prompt: str, out_dir, data_dir, model: str, ba
                        data_dir=str(data_dir), output_dir=out_dir, cache=False, batch_size=batch_size,
                        task_args={"gsm8k": {"prompt": prompt}}, num_fewshot=2 if prompt == "fewshot" else None)
     result = run(config, progress=False, backend=backend)
-    return [json.loads(line) for line in (result.run_dir / "samples.jsonl").read_text().splitlines()]
+    return read_samples(result.run_dir, ordered=True)
 
 
 def success_count(server) -> float:

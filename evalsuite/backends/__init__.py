@@ -1,7 +1,11 @@
-"""Backends: one protocol, a batch of requests in, the same number of generations out.
+"""Backends: one protocol, a batch of requests in, the same number of generations out,
+and optionally a stream (requests in, each generation out as it finishes).
 
-Concurrency lives inside a backend (engine batching for vLLM, bounded async for
-HTTP). Modules here import their heavy libraries only when a backend is built, so
+The runner drives every backend through :func:`evalsuite.backends.queue.stream`:
+a backend with a ``stream(requests) -> Iterator[(index, Generation)]`` method (vLLM,
+OpenAI) is streamed natively; any other is fed ``generate`` batches. Concurrency
+lives inside a backend (engine scheduling for vLLM, bounded async for HTTP).
+Modules here import their heavy libraries only when a backend is built, so
 importing this package (and ``evalsuite list``) stays free of torch and vllm.
 """
 
@@ -21,7 +25,8 @@ class Backend(Protocol):
     ``generate`` returns exactly one :class:`Generation` per request, in order; a
     request that fails yields a Generation with ``error`` set instead of raising.
     ``describe`` returns provenance for ``run.json`` (model identity, engine
-    settings, chat-template hash, library versions).
+    settings, chat-template hash, library versions). A backend may also have
+    ``stream(requests)``: the contract is in :mod:`evalsuite.backends.queue`.
     """
 
     name: str

@@ -30,7 +30,7 @@ import itertools
 import json
 import os
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -311,6 +311,69 @@ class OpenAIBackend:
         """All requests at once, at most ``max_concurrency`` in flight; results in order."""
         return asyncio.run(self._generate(requests))
 
+    def stream(self, requests: Iterable[GenerationRequest]) -> Iterator[tuple[int, Generation]]:
+        """``(index, generation)`` for each request as it finishes (:mod:`evalsuite.backends.queue`).
+
+        The bounded async client runs on its own event loop in a helper thread, at
+        most ``max_concurrency`` requests in flight (twice that many read ahead from
+        ``requests``); each completion is handed over as it arrives, retries and
+        errors as :meth:`generate`. Stopping the iterator early cancels what is left.
+        """
+        import queue as _queue
+        import threading
+
+        done = object()
+        handed: _queue.Queue = _queue.Queue()
+        stop = threading.Event()
+
+        def work() -> None:
+            try:
+                asyncio.run(self._stream_all(requests, handed, stop))
+            except BaseException as e:  # noqa: BLE001 -- handed to the consuming thread, raised there
+                handed.put(_Raised(e))
+            finally:
+                handed.put(done)
+
+        thread = threading.Thread(target=work, name="evalsuite-openai-stream", daemon=True)
+        thread.start()
+        try:
+            while (item := handed.get()) is not done:
+                if isinstance(item, _Raised):
+                    raise item.error
+                yield item
+        finally:
+            stop.set()
+            thread.join()
+
+    async def _stream_all(self, requests: Iterable[GenerationRequest], handed, stop) -> None:
+        import httpx
+
+        from evalsuite.backends.queue import RequestQueue, pull
+
+        source = requests if isinstance(requests, RequestQueue) else iter(requests)
+        limits = httpx.Limits(max_connections=self.max_concurrency, max_keepalive_connections=self.max_concurrency)
+        slots = asyncio.Semaphore(self.max_concurrency)
+        timeout = httpx.Timeout(self.request_timeout, connect=min(10.0, self.request_timeout))
+        window = 2 * self.max_concurrency
+        async with httpx.AsyncClient(limits=limits, timeout=timeout, headers=self._headers) as client:
+            pending: dict[asyncio.Task, int] = {}
+            index, exhausted = 0, False
+            while not stop.is_set() and (pending or not exhausted):
+                if not exhausted and len(pending) < window:
+                    want = window - len(pending)
+                    batch, exhausted = (pull(source, want, False) if pending
+                                        else await asyncio.to_thread(pull, source, want, True))
+                    for request in batch:
+                        pending[asyncio.ensure_future(self._request(client, slots, request))] = index
+                        index += 1
+                if not pending:
+                    continue
+                finished, _ = await asyncio.wait(pending, timeout=0.05, return_when=asyncio.FIRST_COMPLETED)
+                for task in finished:
+                    handed.put((pending.pop(task), task.result()))
+            for task in pending:
+                task.cancel()
+
     @property
     def headers(self) -> dict[str, str]:
         return dict(self._headers)
@@ -441,6 +504,13 @@ def _shown_json(value: Any) -> str:
         return json.dumps(value)[:300]
     except (TypeError, ValueError, RecursionError):
         return repr(value)[:300]
+
+
+@dataclass(frozen=True)
+class _Raised:
+    """An exception of the stream's event-loop thread, carried to the consuming thread."""
+
+    error: BaseException
 
 
 def _failed(prompt_text: str | None, reason: str) -> Generation:

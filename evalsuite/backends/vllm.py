@@ -1,4 +1,8 @@
-"""In-process vLLM (``vllm.LLM``): one ``generate`` call per batch.
+"""In-process vLLM (``vllm.LLM``): a streaming engine loop, or one ``generate`` call per batch.
+
+The runner streams requests (:meth:`VLLMBackend.stream`: ``add_request`` and
+``step`` on the engine, each generation yielded as it finishes); ``generate`` keeps
+the batch protocol for callers that want one.
 
 The engine is built once per run with the run's engine settings
 (``tensor_parallel_size``, ``max_model_len``, ``gpu_memory_utilization``, ``dtype``,
@@ -13,10 +17,11 @@ the ``if __name__ == "__main__":`` guard (the ``evalsuite`` CLI has it).
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 from evalsuite.backends import chat_template_sha256, render_prompt
+from evalsuite.backends.queue import RequestQueue, pull
 from evalsuite.registry import backends
 from evalsuite.types import Generation, GenerationRequest, Timings
 
@@ -196,6 +201,82 @@ class VLLMBackend:
             )
             for (text, ids), out in zip(rendered, outputs)
         ]
+
+    def stream(self, requests: Iterable[GenerationRequest]) -> Iterator[tuple[int, Generation]]:
+        """``(index, generation)`` for each request as it finishes (:mod:`evalsuite.backends.queue`).
+
+        Drives ``self.llm.llm_engine`` directly: every request is added with
+        ``add_request`` under its own id (its index) and ``RequestOutputKind.FINAL_ONLY``,
+        up to :attr:`window` in flight, refilled after every ``step()``, so the
+        scheduler always sees every pending request (it admits up to ``max_num_seqs``).
+        A request the engine rejects (e.g. a prompt longer than ``max_model_len``)
+        yields an error Generation at once; the others go on. Timings as
+        :meth:`generate`: TTFT counts from the request's arrival at the engine.
+        If the consumer stops early, requests still in flight are aborted.
+        """
+        engine = self.llm.llm_engine
+        source = requests if isinstance(requests, RequestQueue) else iter(requests)
+        rendered: dict[str, tuple[int, str, int]] = {}  # request id -> (index, prompt text, prompt tokens)
+        next_index, exhausted = 0, False
+        try:
+            while True:
+                if not exhausted and len(rendered) < self.window:
+                    batch, exhausted = pull(source, self.window - len(rendered), blocking=not rendered)
+                    for request in batch:
+                        failed = self._add(engine, str(next_index), request, next_index, rendered)
+                        if failed is not None:
+                            yield next_index, failed
+                        next_index += 1
+                if not rendered:
+                    if exhausted:
+                        return
+                    continue
+                for out in engine.step():
+                    if out.finished and out.request_id in rendered:
+                        index, text, n_prompt = rendered.pop(out.request_id)
+                        yield index, self._generation(out, text, n_prompt)
+        finally:
+            if rendered and self.llm is not None:
+                engine.abort_request(list(rendered))
+
+    window = 1024
+    """Requests in flight at most in :meth:`stream` (the engine's queue, not its batch)."""
+
+    def _add(self, engine, request_id: str, request: GenerationRequest, index: int,
+             rendered: dict[str, tuple[int, str, int]]) -> Generation | None:
+        """Adds one request to the engine; an error Generation if it is rejected."""
+        from vllm.inputs import TokensPrompt
+        from vllm.sampling_params import RequestOutputKind
+
+        text, ids = "", []
+        try:
+            text, ids = render_prompt(self.tokenizer, request.prompt)
+            params = self._sampling_params(request)
+            params.output_kind = RequestOutputKind.FINAL_ONLY
+            engine.add_request(request_id, TokensPrompt(prompt_token_ids=ids), params)
+        except _request_errors() as e:
+            return Generation("", "error", text, len(ids), error=f"{type(e).__name__}: {e}")
+        rendered[request_id] = (index, text, len(ids))
+        return None
+
+    @staticmethod
+    def _generation(out: Any, text: str, n_prompt: int) -> Generation:
+        return Generation(
+            text=out.outputs[0].text,
+            finish_reason=out.outputs[0].finish_reason,
+            prompt_text=text,
+            prompt_tokens=n_prompt,
+            output_tokens=len(out.outputs[0].token_ids),
+            timings=request_timings(out.metrics),
+        )
+
+    def num_requests_running(self) -> float | None:
+        """Requests in the engine's running batch now (vLLM's ``vllm:num_requests_running``
+        gauge); None when stats are off."""
+        for metric in self.llm.get_metrics():
+            if metric.name == "vllm:num_requests_running":
+                return float(metric.value)
+        return None
 
     def kv_cache_capacity(self) -> dict[str, int] | None:
         """KV-cache blocks, tokens per block and tokens in all (vLLM's cache config)."""

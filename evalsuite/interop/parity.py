@@ -290,7 +290,7 @@ def run_evalsuite(settings: EngineSettings, data_dir: Path, limit: int, output_d
         if owned:
             backend.close()
     scores = {f: row["value"] for f, row in result.metrics["gsm8k"]["scores"].items()}
-    return SideResult("evalsuite", evalsuite_samples(read_samples(result.run_dir)), engine_s, eval_s,
+    return SideResult("evalsuite", evalsuite_samples(read_samples(result.run_dir, ordered=True)), engine_s, eval_s,
                       scores, str(result.run_dir))
 
 
