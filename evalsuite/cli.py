@@ -74,8 +74,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--tensor-parallel-size", type=int, default=1)
     run.add_argument("--max-model-len", type=int, default=None)
     run.add_argument("--gpu-memory-utilization", type=float, default=None)
-    run.add_argument("--dtype", default="auto",
-                     help="bfloat16, float16, float32 or auto (default: chosen from the host; `evalsuite doctor`)")
+    run.add_argument("--dtype", default="auto", help="bfloat16, float16, float32 or auto (chosen from the host)")
     run.add_argument("--enforce-eager", action=argparse.BooleanOptionalAction, default=None,
                      help="eager mode, no compilation (default: on for the CPU, off on a GPU)")
     run.add_argument("--engine-arg", type=_key_value, action="append", default=[], metavar="KEY=VALUE",

@@ -93,7 +93,7 @@ def served(tmp_path):
 
 def start_run(url: str, model: Path, out: Path, task: str, *extra: str) -> subprocess.Popen:
     cmd = [sys.executable, "-m", "evalsuite.cli", "run", "--tasks", task, "--backend", "openai",
-           "--base-url", url, "--model", str(model), "--batch-size", "2", "--limit", "40",
+           "--base-url", url, "--model", str(model), "--max-concurrency", "2", "--limit", "40",
            "--output-dir", str(out), "--run-id", "r", "--no-progress", "--no-cache", *extra]
     return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env())
 

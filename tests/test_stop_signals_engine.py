@@ -47,7 +47,7 @@ def test_sigterm_then_sigkill_on_the_real_engine_leave_no_process_and_resume_com
     out = tmp_path / "results"
     run_dir = out / "stopped"
     samples = run_dir / "samples.jsonl"
-    first = command("--tasks", "gsm8k", "--backend", "vllm", "--limit", "30", "--batch-size", "3",
+    first = command("--tasks", "gsm8k", "--backend", "vllm", "--limit", "30", "--engine-arg", "max_num_seqs=2",
                     "--max-tokens", "48", "--dtype", "float32", "--enforce-eager", "--max-model-len", "4096",
                     "--data-dir", str(gsm8k_data_dir), "--output-dir", str(out), "--run-id", "stopped")
 
