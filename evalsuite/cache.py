@@ -48,7 +48,7 @@ KEY_VERSION = 1  # bump when the key's layout changes, so old entries stop match
 # Settings that change throughput or memory but never the text generated.
 NON_GENERATION_SETTINGS = frozenset({
     "gpu_memory_utilization", "max_concurrency", "request_timeout", "max_retries",
-    "data_parallel_size", "seed",
+    "data_parallel_size", "seed", "ray_address", "replica_timeout", "chunk_size",
 })
 
 _SCHEMA = """

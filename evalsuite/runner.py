@@ -269,6 +269,15 @@ def memory_report(measured: dict[str, Any], model: ModelRef, config: RunConfig,
     return {**{k: v for k, v in measured.items() if k != "probes_peak"}, "kv_cache": kv, "estimate": est}
 
 
+def replica_failures(cached: CachedBackend) -> dict[str, Any]:
+    """``{"replica_failures": [...]}`` for ``run.json`` when the run's backend runs
+    replicas (``--data-parallel-size``, ``--ray-address``): each replica lost or
+    abandoned, with its reason and the requests that went back on the queue;
+    empty when the backend has no replicas or was never opened."""
+    failures = getattr(cached.inner, "replica_failures", None) if cached.opened else None
+    return {"replica_failures": list(failures)} if failures is not None else {}
+
+
 def describe_run(config: RunConfig, model: ModelRef, tasks: Sequence[Task]) -> dict[str, Any]:
     return {
         "config": config.to_dict(),
@@ -391,6 +400,7 @@ def run(config: RunConfig, progress: bool = True, announce=None, backend=None) -
                         task.write_artifacts(records, run_dir)
             finally:
                 measured = monitor.stop()
+                header.update(replica_failures(cached))
                 if owned and cached.opened:
                     cached.inner.close()
                 cached.close()
