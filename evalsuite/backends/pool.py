@@ -3,8 +3,10 @@
 Work is not dealt out in advance (no ``i mod N``): the requests of a call are cut
 into small chunks on one shared queue, and each replica, driven by its own thread
 in this process, takes the next chunk as soon as it has answered the previous one
-(one chunk in flight per replica). A slow replica therefore answers fewer chunks
-and the run ends at most about one chunk after the fast replicas run out of work.
+(one chunk in flight per replica). A slow replica therefore answers fewer chunks.
+When the queue runs dry, a free replica takes a copy of a chunk a busier one still
+holds ("backup tasks", as MapReduce's stragglers: Dean and Ghemawat, OSDI 2004);
+the first answer counts, so a slow replica cannot hold the end of a call back.
 
 Faults (the same for every kind of replica: worker processes, Ray actors):
 
@@ -29,6 +31,7 @@ from __future__ import annotations
 import queue
 import threading
 import time
+from collections import deque
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -91,28 +94,62 @@ def failed(reason: str) -> Generation:
     return Generation("", "error", error=reason)
 
 
+class _Call:
+    """One ``stream`` call: its requests, the indices not answered yet, its answers."""
+
+    def __init__(self, requests: Sequence[GenerationRequest]) -> None:
+        self.requests = list(requests)
+        self.pending = set(range(len(self.requests)))
+        self.answers: queue.Queue = queue.Queue()
+        self.finished = False
+
+
+@dataclass
+class _Job:
+    call: _Call
+    chunk: Chunk
+    backup: bool = False  # a copy of a chunk another replica still holds
+    backed_up: bool = False
+
+
 class ReplicaPool:
-    """Replicas fed from one queue.
+    """Replicas fed from one queue, each driven by its own long-lived thread.
+
+    When the queue is empty, a free replica takes a copy of a chunk another replica
+    still holds (at most one copy a chunk; the first answer counts, the other is
+    dropped), so a slow replica cannot hold the end of a call back by more than
+    the time a free replica needs for that chunk.
 
     Args:
         replicas: started replicas (see :class:`Replica`).
         replica_timeout_s: seconds a replica may take for one chunk before it is
             abandoned.
         chunk_size: requests per chunk; None picks one (:func:`chunk_size_for`).
-        max_attempts: times one chunk is handed out before its requests fail.
+        max_attempts: times one chunk is handed out (after failures) before its
+            requests fail.
+        backups: copy the chunks still held when the queue runs dry (see above).
     """
 
     def __init__(self, replicas: Sequence[Replica], replica_timeout_s: float = DEFAULT_REPLICA_TIMEOUT_S,
-                 chunk_size: int | None = None, max_attempts: int = DEFAULT_MAX_ATTEMPTS) -> None:
+                 chunk_size: int | None = None, max_attempts: int = DEFAULT_MAX_ATTEMPTS,
+                 backups: bool = True) -> None:
         self.replicas = list(replicas)
         self.live = list(self.replicas)
         self.replica_timeout_s = replica_timeout_s
         self.chunk_size = chunk_size
         self.max_attempts = max_attempts
+        self.backups = backups
         self.failures: list[dict[str, Any]] = []
-        self.completed = 0  # requests answered since the pool started (all calls)
+        self.completed = 0  # requests answered since the pool started (all calls, first answers)
         self.chunks_by_replica: dict[str, int] = {r.name: 0 for r in self.replicas}
-        self._lock = threading.Lock()
+        self._queue: deque[_Job] = deque()
+        self._held: dict[str, _Job] = {}  # replica name -> the job it is answering
+        self._cond = threading.Condition()
+        self._closed = False
+        self._threads = [threading.Thread(target=self._drive, args=(r,), name=f"evalsuite-pool-{r.name}",
+                                          daemon=True) for r in self.replicas]
+        for t in self._threads:
+            t.start()
 
     def generate(self, requests: Sequence[GenerationRequest]) -> list[Generation]:
         """One Generation per request, in input order."""
@@ -123,103 +160,140 @@ class ReplicaPool:
 
     def stream(self, requests: Sequence[GenerationRequest]) -> Iterator[tuple[int, Generation]]:
         """Yields ``(index, Generation)`` once per request, in the order they finish."""
-        requests = list(requests)
-        if not requests:
+        call = _Call(requests)
+        if not call.requests:
             return
-        work: queue.Queue = queue.Queue()
-        for chunk in make_chunks(len(requests), chunk_size_for(len(requests), len(self.live), self.chunk_size)):
-            work.put(chunk)
-        results: queue.Queue = queue.Queue()
-        pending = set(range(len(requests)))
-        stop = threading.Event()
-        threads = [threading.Thread(target=self._drive, args=(r, requests, work, results, stop),
-                                    name=f"evalsuite-pool-{r.name}", daemon=True) for r in list(self.live)]
-        for t in threads:
-            t.start()
+        size = chunk_size_for(len(call.requests), len(self.live), self.chunk_size)
+        with self._cond:
+            self._queue.extend(_Job(call, chunk) for chunk in make_chunks(len(call.requests), size))
+            self._cond.notify_all()
+        remaining = len(call.requests)
         try:
-            yield from self._collect(requests, pending, work, results, threads)
-        finally:
-            stop.set()
-
-    def _collect(self, requests, pending: set[int], work: queue.Queue, results: queue.Queue,
-                 threads: list[threading.Thread]) -> Iterator[tuple[int, Generation]]:
-        """Yields answers as they arrive; once no driving thread is left, the chunks
-        still queued fail with the reason."""
-        while pending:
-            try:
-                indices, generations = results.get(timeout=0.2)
-            except queue.Empty:
-                if any(t.is_alive() for t in threads):
+            while remaining:
+                try:
+                    indices, generations = call.answers.get(timeout=0.2)
+                except queue.Empty:
+                    self._fail_if_no_replica(call)
                     continue
-                reason = "no replica left to answer this request"
-                leftovers = sorted(pending)
-                indices, generations = tuple(leftovers), [failed(reason)] * len(leftovers)
-            for i, g in zip(indices, generations):
-                if i in pending:  # each request answered exactly once
-                    pending.discard(i)
-                    yield i, g
-        _drain(work)
+                remaining -= len(indices)
+                yield from zip(indices, generations)
+        finally:
+            with self._cond:
+                call.finished = True
+                self._queue = deque(j for j in self._queue if j.call is not call)
 
-    def _drive(self, replica: Replica, requests, work: queue.Queue, results: queue.Queue,
-               stop: threading.Event) -> None:
-        """One replica's loop: take a chunk, answer it, repeat until every request of
-        the call is answered (a chunk another replica loses may still come back)."""
-        while not stop.is_set():
-            try:
-                chunk = work.get(timeout=0.05)
-            except queue.Empty:
-                continue
-            batch = [requests[i] for i in chunk.indices]
+    def _fail_if_no_replica(self, call: _Call) -> None:
+        with self._cond:
+            if self.live or not call.pending:
+                return
+            left = tuple(sorted(call.pending))
+            call.pending.clear()
+        call.answers.put((left, [failed("no replica left to answer this request")] * len(left)))
+
+    def _next_job(self, replica: Replica) -> _Job | None:
+        """The next queued chunk, else (with backups) a copy of a chunk another replica
+        holds; None when there is nothing to do. Called with the lock held."""
+        while self._queue:
+            job = self._queue.popleft()
+            if not job.call.finished and job.call.pending.intersection(job.chunk.indices):
+                return job
+        if not self.backups:
+            return None
+        for name, job in self._held.items():
+            if (name != replica.name and not job.backup and not job.backed_up and not job.call.finished
+                    and job.call.pending.intersection(job.chunk.indices)):
+                job.backed_up = True
+                return _Job(job.call, job.chunk, backup=True)
+        return None
+
+    def _drive(self, replica: Replica) -> None:
+        """One replica's loop: take a job, answer it, until the pool closes or the
+        replica is retired."""
+        while True:
+            with self._cond:
+                job = None
+                while not self._closed and (job := self._next_job(replica)) is None:
+                    self._cond.wait(0.5)
+                if self._closed:
+                    return
+                self._held[replica.name] = job
+            batch = [job.call.requests[i] for i in job.chunk.indices]
             try:
                 generations = replica.run(batch, self.replica_timeout_s)
                 if len(generations) != len(batch):
                     raise ReplicaLost(f"answered {len(generations)} generations for {len(batch)} requests")
             except (ReplicaLost, ReplicaStuck) as e:
-                self._retire(replica, e, chunk)
-                self._requeue(chunk, work, results, f"{type(e).__name__}: {e}")
+                self._retire(replica, e, job)
                 return
-            with self._lock:
-                self.completed += len(batch)
-                self.chunks_by_replica[replica.name] = self.chunks_by_replica.get(replica.name, 0) + 1
-            results.put((chunk.indices, generations))
+            self._answer(replica, job, generations)
 
-    def _retire(self, replica: Replica, error: Exception, chunk: Chunk) -> None:
+    def _answer(self, replica: Replica, job: _Job, generations: Sequence[Generation]) -> None:
+        """Hands the call the answers it does not have yet (a copy's late answer is dropped)."""
+        with self._cond:
+            self._held.pop(replica.name, None)
+            fresh = [(i, g) for i, g in zip(job.chunk.indices, generations) if i in job.call.pending]
+            job.call.pending.difference_update(i for i, _ in fresh)
+            self.completed += len(fresh)
+            self.chunks_by_replica[replica.name] = self.chunks_by_replica.get(replica.name, 0) + 1
+            self._cond.notify_all()
+        if fresh:
+            job.call.answers.put(tuple(zip(*fresh)))
+
+    def _retire(self, replica: Replica, error: Exception, job: _Job) -> None:
+        """Records the loss, stops the replica and puts the chunk back (or fails it)."""
         kind = "stuck" if isinstance(error, ReplicaStuck) else "lost"
-        with self._lock:
+        with self._cond:
+            self._held.pop(replica.name, None)
             if replica in self.live:
                 self.live.remove(replica)
-            self.failures.append({"replica": replica.name, "kind": kind, "error": str(error),
-                                  "requeued_requests": len(chunk.indices), "at": time.time()})
+            record = {"replica": replica.name, "kind": kind, "error": str(error),
+                      "requeued_requests": len(job.call.pending.intersection(job.chunk.indices)),
+                      "at": time.time()}
+            self.failures.append(record)
         try:
             replica.stop()
         except Exception as e:  # noqa: BLE001 (a replica that cannot even be stopped is recorded, not raised)
-            self.failures[-1]["stop_error"] = f"{type(e).__name__}: {e}"
+            record["stop_error"] = f"{type(e).__name__}: {e}"
+        self._requeue(job, f"{type(error).__name__}: {error}")
 
-    def _requeue(self, chunk: Chunk, work: queue.Queue, results: queue.Queue, reason: str) -> None:
-        """The chunk goes back on the queue, or fails once it has had its attempts."""
-        if chunk.attempt >= self.max_attempts:
-            results.put((chunk.indices, [failed(f"gave up after {chunk.attempt} replicas failed; last: {reason}")]
-                         * len(chunk.indices)))
-        else:
-            work.put(Chunk(chunk.indices, chunk.attempt + 1))
+    def _requeue(self, job: _Job, reason: str) -> None:
+        """The chunk's unanswered requests go back on the queue, or fail once the chunk
+        has had its attempts."""
+        with self._cond:
+            left = tuple(i for i in job.chunk.indices if i in job.call.pending)
+            if not left or job.call.finished:
+                return
+            if job.chunk.attempt < self.max_attempts:
+                self._queue.appendleft(_Job(job.call, Chunk(left, job.chunk.attempt + 1)))
+                self._cond.notify_all()
+                return
+            job.call.pending.difference_update(left)
+        job.call.answers.put((left, [failed(f"gave up after {job.chunk.attempt} replicas failed; last: {reason}")]
+                              * len(left)))
 
     def describe(self) -> dict[str, Any]:
         """Replica names, live ones, chunks answered by each, and the failures so far."""
         return {"replicas": [r.name for r in self.replicas], "live": [r.name for r in self.live],
                 "chunks_by_replica": dict(self.chunks_by_replica), "replica_failures": list(self.failures)}
 
+    def shutdown(self, wait_s: float = 60.0) -> list[Replica]:
+        """Stops handing out work and waits up to ``wait_s`` seconds for the replicas to
+        finish the chunk they hold; returns those still busy (to be stopped, not closed)."""
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+        deadline = time.monotonic() + wait_s
+        for t in self._threads:
+            t.join(timeout=max(0.0, deadline - time.monotonic()))
+        with self._cond:
+            return [r for r in self.replicas if r.name in self._held]
+
     def close(self) -> None:
+        """Shuts down and stops every replica."""
+        self.shutdown(wait_s=0.0)
         for replica in self.replicas:
             try:
                 replica.stop()
             except Exception:  # noqa: BLE001,S112 (closing goes on to the next replica whatever one does)
                 continue
         self.live = []
-
-
-def _drain(work: queue.Queue) -> None:
-    while True:
-        try:
-            work.get_nowait()
-        except queue.Empty:
-            return

@@ -234,7 +234,8 @@ class RayReplicas:
             return
         self._closed = True
         atexit.unregister(self.close)
-        live = self.pool.live if hasattr(self, "pool") else self._replicas
+        busy = self.pool.shutdown(wait_s=0.0) if hasattr(self, "pool") else []
+        live = [r for r in (self.pool.live if hasattr(self, "pool") else self._replicas) if r not in busy]
         if ray.is_initialized():
             if live:  # a graceful close first, so each engine stops its own worker processes
                 ray.wait([r.actor.close.remote() for r in live], num_returns=len(live), timeout=60)

@@ -173,6 +173,9 @@ class DataParallelVLLM:
                 "replicas": list(self._envs), "scheduling": "pull"}
 
     def close(self) -> None:
+        """Lets each replica finish the chunk it holds (up to a minute), then closes the
+        engines; a replica still busy after that is killed."""
+        busy = self.pool.shutdown(wait_s=CLOSE_TIMEOUT_S) if hasattr(self, "pool") else []
         for replica in self._replicas:
-            replica.close()
+            replica.stop() if replica in busy else replica.close()
         self._replicas = []
