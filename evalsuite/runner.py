@@ -269,13 +269,16 @@ def memory_report(measured: dict[str, Any], model: ModelRef, config: RunConfig,
     return {**{k: v for k, v in measured.items() if k != "probes_peak"}, "kv_cache": kv, "estimate": est}
 
 
-def replica_failures(cached: CachedBackend) -> dict[str, Any]:
+def replica_failures(cached: CachedBackend, earlier: Sequence[dict] | None = None) -> dict[str, Any]:
     """``{"replica_failures": [...]}`` for ``run.json`` when the run's backend runs
     replicas (``--data-parallel-size``, ``--ray-address``): each replica lost or
-    abandoned, with its reason and the requests that went back on the queue;
-    empty when the backend has no replicas or was never opened."""
+    abandoned, with its reason and the requests that went back on the queue, after
+    those an ``earlier`` (resumed) part of the run recorded; empty when there are
+    neither replicas nor earlier records."""
     failures = getattr(cached.inner, "replica_failures", None) if cached.opened else None
-    return {"replica_failures": list(failures)} if failures is not None else {}
+    if failures is None and earlier is None:
+        return {}
+    return {"replica_failures": [*(earlier or []), *(failures or [])]}
 
 
 def describe_run(config: RunConfig, model: ModelRef, tasks: Sequence[Task]) -> dict[str, Any]:
@@ -400,7 +403,7 @@ def run(config: RunConfig, progress: bool = True, announce=None, backend=None) -
                         task.write_artifacts(records, run_dir)
             finally:
                 measured = monitor.stop()
-                header.update(replica_failures(cached))
+                header.update(replica_failures(cached, previous.get("replica_failures")))
                 if owned and cached.opened:
                     cached.inner.close()
                 cached.close()

@@ -194,3 +194,38 @@ def test_shutdown_ends_the_pool_threads():
     pool.generate(requests(4))
     assert pool.shutdown(wait_s=5) == []
     assert not any(t.is_alive() for t in pool._threads)
+
+
+class PooledScripted:
+    """A backend over scripted replicas (one dies on its second chunk), as the runner sees it."""
+
+    name = "scripted"
+
+    def __init__(self):
+        self.pool = ReplicaPool([Scripted("r0", 0.001), Scripted("r1", 0.001, die_on=2)], chunk_size=2)
+
+    def generate(self, reqs):
+        return self.pool.generate(reqs)
+
+    @property
+    def replica_failures(self):
+        return list(self.pool.failures)
+
+    def describe(self):
+        return {"backend": self.name, "engine": {}}
+
+    def close(self):
+        self.pool.close()
+
+
+def test_the_runner_records_replica_losses_in_run_json(run_with, gsm8k_data_dir):
+    import json
+
+    backend = PooledScripted()
+    result = run_with(backend, ["gsm8k"], limit=12, data_dir=str(gsm8k_data_dir), cache=False)
+    backend.close()
+    records = [json.loads(line) for line in (result.run_dir / "samples.jsonl").read_text().splitlines()]
+    assert len(records) == 12 and len({r["sample_id"] for r in records}) == 12
+    assert all(r["error"] is None and r["output"].split(":")[1] == r["sample_id"] for r in records)
+    run = json.loads((result.run_dir / "run.json").read_text())
+    assert [(f["replica"], f["kind"], f["requeued_requests"]) for f in run["replica_failures"]] == [("r1", "lost", 2)]

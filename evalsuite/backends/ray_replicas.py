@@ -101,8 +101,7 @@ class RayReplica:
     def run(self, requests: Sequence[GenerationRequest], timeout_s: float) -> list[Generation]:
         ref = self.actor.generate.remote(list(requests))
         ready, _ = ray.wait([ref], timeout=timeout_s)
-        if not ready:
-            ray.cancel(ref, force=True)
+        if not ready:  # the pool then stops (kills) the actor, which ends the task too
             raise ReplicaStuck(f"replica {self.name} (pid {self.where.get('pid')}) gave no answer in {timeout_s:.0f} s")
         try:
             return ray.get(ref, timeout=timeout_s)
