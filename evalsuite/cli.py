@@ -248,7 +248,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         ignored = [flag for flag, given in suite_ignored_flags(args) if given]
         if ignored:
             raise UsageError(f"--suite sets {', '.join(ignored)} in the suite file; drop the flag(s) "
-                             "(--model, --data-dir, --limit, --label, --no-cache, --max-error-rate apply)")
+                             "(--model, --data-dir, --limit, --label, --no-cache, --max-error-rate, --ray-address, "
+                             "--replica-timeout, --data-parallel-size apply)")
         if not args.suite.is_file():
             raise UsageError(f"suite file not found: {args.suite}")
         return run_suite(args.suite, args)

@@ -269,13 +269,15 @@ def memory_report(measured: dict[str, Any], model: ModelRef, config: RunConfig,
     return {**{k: v for k, v in measured.items() if k != "probes_peak"}, "kv_cache": kv, "estimate": est}
 
 
-def replica_failures(cached: CachedBackend, earlier: Sequence[dict] | None = None) -> dict[str, Any]:
+def replica_failures(cached: CachedBackend, earlier: Sequence[dict] | None = None, skip: int = 0) -> dict[str, Any]:
     """``{"replica_failures": [...]}`` for ``run.json`` when the run's backend runs
     replicas (``--data-parallel-size``, ``--ray-address``): each replica lost or
     abandoned, with its reason and the requests that went back on the queue, after
-    those an ``earlier`` (resumed) part of the run recorded; empty when there are
-    neither replicas nor earlier records."""
+    those an ``earlier`` (resumed) part of the run recorded, less the first ``skip``
+    (a shared backend's losses during earlier runs); empty when there are neither
+    replicas nor earlier records."""
     failures = getattr(cached.inner, "replica_failures", None) if cached.opened else None
+    failures = failures[skip:] if failures is not None else None
     if failures is None and earlier is None:
         return {}
     return {"replica_failures": [*(earlier or []), *(failures or [])]}
@@ -360,6 +362,7 @@ def run(config: RunConfig, progress: bool = True, announce=None, backend=None) -
         header["resumed_at"] = [*previous.get("resumed_at", []), time.time()]
     kept = {resuming.record_key(d): resuming.record_from_dict(d) for d in resuming.repair_samples(run_dir)}
     owned = backend is None
+    failures_before = len(getattr(backend, "replica_failures", None) or [])  # a shared backend's earlier losses
     monitor = MemoryMonitor().start()  # the baseline is read before any model loads
 
     def watch(inner) -> None:
@@ -403,7 +406,7 @@ def run(config: RunConfig, progress: bool = True, announce=None, backend=None) -
                         task.write_artifacts(records, run_dir)
             finally:
                 measured = monitor.stop()
-                header.update(replica_failures(cached, previous.get("replica_failures")))
+                header.update(replica_failures(cached, previous.get("replica_failures"), skip=failures_before))
                 if owned and cached.opened:
                     cached.inner.close()
                 cached.close()

@@ -229,3 +229,13 @@ def test_the_runner_records_replica_losses_in_run_json(run_with, gsm8k_data_dir)
     assert all(r["error"] is None and r["output"].split(":")[1] == r["sample_id"] for r in records)
     run = json.loads((result.run_dir / "run.json").read_text())
     assert [(f["replica"], f["kind"], f["requeued_requests"]) for f in run["replica_failures"]] == [("r1", "lost", 2)]
+
+
+def test_a_suite_takes_the_replica_flags(tmp_path):
+    from evalsuite.suite import read_suite
+
+    path = tmp_path / "suite.yaml"
+    path.write_text("tasks: [gsm8k]\nbackend_args: {data_parallel_size: 2}\n")
+    suite = read_suite(path, {"ray_address": "auto", "replica_timeout": 30.0, "data_parallel_size": None})
+    assert dict(suite.configs[0].backend_args) == {"data_parallel_size": 2, "ray_address": "auto",
+                                                   "replica_timeout": 30.0}
