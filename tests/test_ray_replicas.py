@@ -1,10 +1,13 @@
 """Replicas as Ray actors on a real local Ray cluster (two raylets on 127.0.0.1, one
-CPU each), each actor holding a real vLLM engine with the embedded model.
+CPU each).
 
-One cluster and one pair of replicas serve the module (two engine starts in all):
-first the GSM8K run compared with the session's single engine, then the run in
-which one replica's actor is killed by PID. Each actor's KV cache is 1 GiB
-(``VLLM_CPU_KVCACHE_SPACE=1``) to bound memory beside the session's engine.
+One cluster serves the module. The tests without an engine drive actors that hold
+a scripted backend (placement, a kill by PID, a stuck actor, clean-up); the
+``engine`` tests use one pair of actors each holding a real vLLM engine with the
+embedded model (two engine starts in all): first the GSM8K run compared with the
+session's single engine, then the run in which one replica's actor is killed by
+PID. Each actor's KV cache is 1 GiB (``VLLM_CPU_KVCACHE_SPACE=1``) to bound memory
+beside the session's engine.
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ from pathlib import Path
 
 import pytest
 
-pytestmark = pytest.mark.engine
+pytest.importorskip("ray")
 
 MAX_TOKENS = 96  # enough for the verdicts to vary; keeps two CPU engines under a minute per run
 ITEMS = 20
@@ -77,6 +80,102 @@ def ray_cluster():
         logs.close()
 
 
+class Scripted:
+    """A backend answering ``"<pid>:<sample_id>"`` after 0.1 s a request. The first
+    actor to meet sample ``hang`` (claimed through the file ``claim``) never answers it."""
+
+    def __init__(self, model, claim=None, **kwargs):
+        self.claim = claim
+
+    def describe(self):
+        return {"backend": "scripted", "engine": {}, "kv_cache": None}
+
+    def generate(self, requests):
+        for r in requests:
+            if r.sample_id == "hang" and self.claim and _claim(self.claim):
+                time.sleep(3600)
+        time.sleep(0.1 * len(requests))
+        from evalsuite.types import Generation
+
+        return [Generation(f"{os.getpid()}:{r.sample_id}", "stop") for r in requests]
+
+    def close(self):
+        pass
+
+
+def _claim(path) -> bool:
+    try:
+        os.close(os.open(path, os.O_CREAT | os.O_EXCL))
+        return True
+    except FileExistsError:
+        return False
+
+
+def _requests(names):
+    from evalsuite.types import GenerationRequest, SamplingParams
+
+    return [GenerationRequest("t", name, "p", SamplingParams()) for name in names]
+
+
+def _gone(pid: int, within_s: float = 30) -> bool:
+    deadline = time.monotonic() + within_s
+    while time.monotonic() < deadline:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return True
+        time.sleep(0.2)
+    return False
+
+
+@pytest.fixture
+def scripted_replicas(ray_cluster, tmp_path):
+    from ray import cloudpickle
+
+    from evalsuite.backends.ray_replicas import RayReplicas
+
+    cloudpickle.register_pickle_by_value(sys.modules[__name__])  # the actors cannot import this test module
+    replicas = RayReplicas(Scripted, "unused", ray_cluster, data_parallel_size=2, chunk_size=2,
+                           replica_timeout_s=3, claim=str(tmp_path / "claim"))
+    yield replicas
+    replicas.close()
+
+
+def test_actors_on_two_nodes_pull_and_survive_a_kill(scripted_replicas):
+    import ray
+
+    r = scripted_replicas
+    assert len({x["node_id"] for x in r.describe()["ray"]["replicas"]}) == 2
+    pids = r.replica_pids()
+    killed = threading.Event()
+    threading.Thread(target=_kill_when, args=(r, pids["ray1"], 4, killed), daemon=True).start()
+    names = [f"s{i}" for i in range(20)]
+    out = r.generate(_requests(names))
+    assert killed.is_set()
+    assert [g.text.split(":")[1] for g in out] == names and all(g.error is None for g in out)
+    assert [(f["replica"], f["kind"]) for f in r.replica_failures] == [("ray1", "lost")]
+    assert str(pids["ray1"]) in r.replica_failures[0]["error"]
+    groups = [x.group.id.hex() for x in r._replicas]
+    r.close()
+    table = ray.util.placement_group_table()
+    assert all(table[g]["state"] == "REMOVED" for g in groups)
+    assert _gone(pids["ray0"]) and _gone(pids["ray1"])
+
+
+def test_a_stuck_actor_is_abandoned_after_the_timeout(scripted_replicas):
+    r = scripted_replicas
+    start = time.perf_counter()
+    out = r.generate(_requests(["a", "hang", "b", "c", "d", "e"]))
+    assert time.perf_counter() - start < 30
+    assert [g.text.split(":")[1] for g in out] == ["a", "hang", "b", "c", "d", "e"]
+    deadline = time.monotonic() + 30  # the other replica answered a copy; the stuck one times out after 3 s
+    while not r.replica_failures and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert [f["kind"] for f in r.replica_failures] == ["stuck"]
+    stuck = r.replica_failures[0]["replica"]
+    assert _gone(r.replica_pids()[stuck])
+
+
 @pytest.fixture(scope="module")
 def ray_replicas(ray_cluster, embedded_model):
     from evalsuite.backends.ray_replicas import RayReplicas
@@ -116,6 +215,7 @@ def single_engine_records(vllm_backend, gsm8k_data_dir, tmp_path_factory):
     return _records(run(cfg, progress=False, backend=vllm_backend))
 
 
+@pytest.mark.engine
 def test_two_ray_replicas_give_the_single_engine_results(ray_replicas, single_engine_records, run_with,
                                                         gsm8k_data_dir):
     description = ray_replicas.describe()
@@ -140,6 +240,7 @@ def _kill_when(replicas, pid: int, after_requests: int, killed: threading.Event)
     killed.set()
 
 
+@pytest.mark.engine
 def test_a_replica_killed_mid_run_loses_nothing(ray_replicas, single_engine_records, run_with, gsm8k_data_dir):
     victim = "ray1"
     pid = ray_replicas.replica_pids()[victim]
