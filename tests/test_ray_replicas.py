@@ -41,6 +41,20 @@ def _alive_nodes(ray) -> int:
     return sum(1 for n in ray.nodes() if n["Alive"])
 
 
+def _connect(ray, address: str, deadline: float) -> None:
+    """``ray.init`` once the head's raylet is registered (``ray status`` answers as soon
+    as the GCS does, a little before; until then ray.init finds no local node)."""
+    while True:
+        try:
+            ray.init(address=address, log_to_driver=False, logging_level="WARNING", _node_ip_address="127.0.0.1")
+            return
+        except RuntimeError:
+            if ray.is_initialized():
+                ray.shutdown()
+            assert time.monotonic() < deadline, "no Ray node to connect to"
+            time.sleep(2)
+
+
 @pytest.fixture(scope="module")
 def ray_cluster():
     """``ray start --head`` and a second ``ray start --address``: two raylets, one CPU
@@ -66,7 +80,7 @@ def ray_cluster():
             time.sleep(2)
         started.append(subprocess.Popen([ray_bin, "start", "--address", address, *common], env=env, stdout=logs,
                                         stderr=logs, start_new_session=True))
-        ray.init(address=address, log_to_driver=False, logging_level="WARNING", _node_ip_address="127.0.0.1")
+        _connect(ray, address, deadline)
         while _alive_nodes(ray) < 2:
             assert time.monotonic() < deadline, "the second raylet did not join"
             time.sleep(1)
