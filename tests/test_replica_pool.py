@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
+import threading
 import time
 
 import pytest
@@ -239,3 +241,46 @@ def test_a_suite_takes_the_replica_flags(tmp_path):
     suite = read_suite(path, {"ray_address": "auto", "replica_timeout": 30.0, "data_parallel_size": None})
     assert dict(suite.configs[0].backend_args) == {"data_parallel_size": 2, "ray_address": "auto",
                                                    "replica_timeout": 30.0}
+
+
+class SleepyBackend:
+    """A backend for worker processes: answers ``"<pid>:<sample_id>"`` after 0.05 s a request."""
+
+    def __init__(self, model, **kwargs):
+        self.kwargs = kwargs
+
+    def describe(self):
+        return {"backend": "sleepy", "engine": {"tensor_parallel_size": self.kwargs["tensor_parallel_size"]},
+                "kv_cache": None}
+
+    def generate(self, reqs):
+        time.sleep(0.05 * len(reqs))
+        return [Generation(f"{os.getpid()}:{r.sample_id}", "stop") for r in reqs]
+
+    def close(self):
+        pass
+
+
+def test_data_parallel_workers_pull_and_survive_a_killed_process():
+    import signal
+
+    from evalsuite.backends.vllm_dp import DataParallelVLLM
+
+    dp = DataParallelVLLM(SleepyBackend, "unused", 2, on_cpu=True, chunk_size=2)
+    try:
+        victim = dp._replicas[1].process.pid
+
+        def kill_after_four():
+            while dp.pool.completed < 4:
+                time.sleep(0.01)
+            os.kill(victim, signal.SIGKILL)
+
+        threading.Thread(target=kill_after_four, daemon=True).start()
+        out = dp.generate(requests(30))
+        assert ids(out) == [f"s{i}" for i in range(30)] and all(g.error is None for g in out)
+        assert [(f["replica"], f["kind"]) for f in dp.replica_failures] == [("dp1", "lost")]
+        assert f"pid {victim}" in dp.replica_failures[0]["error"]
+        assert dp.describe()["replicas"] == [{"VLLM_CPU_OMP_THREADS_BIND": "0"}, {"VLLM_CPU_OMP_THREADS_BIND": "1"}]
+    finally:
+        dp.close()
+    assert not dp._replicas
