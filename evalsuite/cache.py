@@ -48,7 +48,8 @@ KEY_VERSION = 1  # bump when the key's layout changes, so old entries stop match
 # Settings that change throughput or memory but never the text generated.
 NON_GENERATION_SETTINGS = frozenset({
     "gpu_memory_utilization", "max_concurrency", "request_timeout", "max_retries",
-    "data_parallel_size", "seed", "dtype_reason", "enforce_eager_reason",
+    "data_parallel_size", "seed", "dtype_reason", "enforce_eager_reason", "ray_address", "replica_timeout",
+    "chunk_size",
 })
 
 _SCHEMA = """

@@ -91,7 +91,14 @@ def build_parser() -> argparse.ArgumentParser:
     server.add_argument("--request-timeout", type=float, default=None, help="seconds per request")
     server.add_argument("--max-retries", type=int, default=None, help="retries per request on connection errors, 429 and 5xx")
     run.add_argument("--data-parallel-size", type=int, default=None,
-                     help="vllm: engine replicas, each on its own GPUs (tensor-parallel-size GPUs each)")
+                     help="vllm: engine replicas, each on its own GPUs (tensor-parallel-size GPUs each); "
+                          "free replicas pull the next requests")
+    run.add_argument("--ray-address", default=None, metavar="ADDR|auto",
+                     help="vllm: run the replicas as Ray actors on this cluster (needs evalsuite[ray]); "
+                          "--data-parallel-size defaults to as many as the cluster holds")
+    run.add_argument("--replica-timeout", type=float, default=None, metavar="SECONDS",
+                     help="vllm replicas: seconds one replica may take for one chunk of requests before it "
+                          "is abandoned and its requests go to another (default 1800)")
     run.add_argument("--max-error-rate", type=float, default=None,
                      help="exit with code 1 when the share of samples with an error (a failed request, or a "
                           "failure while scoring or writing it) exceeds this (default: any error is tolerated)")
@@ -144,7 +151,8 @@ def config_from_args(args: argparse.Namespace):
         backend_args={k: v for k, v in {
             "base_urls": tuple(args.base_url) or None, "max_concurrency": args.max_concurrency,
             "request_timeout": args.request_timeout, "max_retries": args.max_retries,
-            "data_parallel_size": args.data_parallel_size}.items() if v is not None},
+            "data_parallel_size": args.data_parallel_size, "ray_address": args.ray_address,
+            "replica_timeout": args.replica_timeout}.items() if v is not None},
         max_error_rate=args.max_error_rate, cache=not args.no_cache, label=args.label,
     )
 
@@ -193,7 +201,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         ignored = [flag for flag, given in suite_ignored_flags(args) if given]
         if ignored:
             raise UsageError(f"--suite sets {', '.join(ignored)} in the suite file; drop the flag(s) "
-                             "(--model, --data-dir, --limit, --label, --no-cache, --max-error-rate apply)")
+                             "(--model, --data-dir, --limit, --label, --no-cache, --max-error-rate, --ray-address, "
+                             "--replica-timeout, --data-parallel-size apply)")
         if not args.suite.is_file():
             raise UsageError(f"suite file not found: {args.suite}")
         return run_suite(args.suite, args)

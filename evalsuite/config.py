@@ -92,6 +92,10 @@ class RunConfig:
             raise UsageError(f"--max-retries must be >= 0, got {b['max_retries']}")
         if b.get("data_parallel_size") is not None and b["data_parallel_size"] < 1:
             raise UsageError(f"--data-parallel-size must be >= 1, got {b['data_parallel_size']}")
+        if b.get("replica_timeout") is not None and not b["replica_timeout"] > 0:
+            raise UsageError(f"--replica-timeout must be > 0 seconds, got {b['replica_timeout']}")
+        if b.get("ray_address") is not None and not str(b["ray_address"]).strip():
+            raise UsageError("--ray-address must name a cluster (host:port, ray://host:port or auto)")
         if self.engine.max_model_len is not None and self.engine.max_model_len < 1:
             raise UsageError(f"--max-model-len must be a positive integer, got {self.engine.max_model_len}")
         mem = self.engine.gpu_memory_utilization

@@ -266,6 +266,20 @@ def memory_report(measured: dict[str, Any], model: ModelRef, config: RunConfig,
     return {**{k: v for k, v in measured.items() if k != "probes_peak"}, "kv_cache": kv, "estimate": est}
 
 
+def replica_failures(cached: CachedBackend, earlier: Sequence[dict] | None = None, skip: int = 0) -> dict[str, Any]:
+    """``{"replica_failures": [...]}`` for ``run.json`` when the run's backend runs
+    replicas (``--data-parallel-size``, ``--ray-address``): each replica lost or
+    abandoned, with its reason and the requests that went back on the queue, after
+    those an ``earlier`` (resumed) part of the run recorded, less the first ``skip``
+    (a shared backend's losses during earlier runs); empty when there are neither
+    replicas nor earlier records."""
+    failures = getattr(cached.inner, "replica_failures", None) if cached.opened else None
+    failures = failures[skip:] if failures is not None else None
+    if failures is None and earlier is None:
+        return {}
+    return {"replica_failures": [*(earlier or []), *(failures or [])]}
+
+
 def describe_run(config: RunConfig, model: ModelRef, tasks: Sequence[Task]) -> dict[str, Any]:
     return {
         "config": config.to_dict(),
@@ -363,6 +377,12 @@ class RunState:
     start: float = 0.0  # perf_counter when the queue started generating
     remaining: int = 0  # requests of this run not yet scored
     result: RunResult | None = None  # set when the run is finished
+    failures_before: int = 0  # replica losses a shared backend had before this run
+    earlier_failures: list | None = None  # those a resumed run's earlier part recorded
+
+    def record_replica_failures(self) -> None:
+        """Puts the replicas lost so far into the header (:func:`replica_failures`)."""
+        self.header.update(replica_failures(self.cached, self.earlier_failures, skip=self.failures_before))
 
     def todo(self) -> list[GenerationRequest]:
         """The requests that have no record yet, task by task in request order."""
@@ -423,10 +443,12 @@ def prepare(config: RunConfig, announce=None, backend=None) -> RunState | RunRes
     if config.resume:
         header["resumed_at"] = [*previous.get("resumed_at", []), time.time()]
     kept = {resuming.record_key(d): resuming.record_from_dict(d) for d in resuming.repair_samples(run_dir)}
+    failures_before = len(getattr(backend, "replica_failures", None) or [])  # a shared backend's earlier losses
     monitor = MemoryMonitor().start()  # the baseline is read before any model loads
     writer = resuming.AppendWriter(run_dir) if config.resume else RunWriter(run_dir)
     state = RunState(config, model, {t.name: t for t in tasks}, {t.name: build_requests(t, config) for t in tasks},
-                     kept, cached, writer, header, previous.get("started_at", time.time()), monitor)
+                     kept, cached, writer, header, previous.get("started_at", time.time()), monitor,
+                     failures_before=failures_before, earlier_failures=previous.get("replica_failures"))
     if backend is not None:
         state.watch(backend)
     cached.on_open = state.backend_opened
@@ -557,6 +579,7 @@ def finish(state: RunState) -> RunResult:
     header["cache"] = {"enabled": config.cache, "path": str(default_path()) if config.cache else None,
                        "identity_sha256": state.cached.identity or None, "hits": state.cached.hits,
                        "misses": state.cached.misses}
+    state.record_replica_failures()
     resuming.kill_point("final_write")
     state.write_status("complete", finished_at=time.time(), metrics=state.metrics)
     return RunResult(state.writer.run_dir, state.metrics, config.limit, header["memory"])
@@ -588,6 +611,7 @@ def run_many(configs: Sequence[RunConfig], progress: bool = True, announce=None,
             # still leaves the run's status on disk.
             for state in states:
                 if id(state) not in results and state.result is None:  # a finished run stays complete
+                    state.record_replica_failures()
                     state.write_status(**ending_status(e), finished_at=time.time(), metrics=state.metrics)
             if lifecycle.stopping():
                 # A stop signal: end the children now. vLLM's own shutdown sends SIGTERM,

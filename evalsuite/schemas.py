@@ -81,6 +81,9 @@ class BackendSettings(BaseModel):
     request_timeout: PositiveFloat | None = None
     max_retries: NonNegativeInt | None = None
     data_parallel_size: PositiveInt | None = None
+    ray_address: str | None = None
+    replica_timeout: PositiveFloat | None = None
+    chunk_size: PositiveInt | None = None
 
 
 class TaskEntry(_ConfigFile):

@@ -129,6 +129,10 @@ def _read_yaml(path: Path) -> dict[str, Any]:
     return data
 
 
+# Run flags that place the suite's replicas (where it runs, not what it computes).
+REPLICA_OVERRIDES = ("ray_address", "replica_timeout", "data_parallel_size")
+
+
 def read_suite(path: str | Path, overrides: Mapping[str, Any] | None = None) -> Suite:
     """Reads and checks a suite file.
 
@@ -163,6 +167,7 @@ def read_suite(path: str | Path, overrides: Mapping[str, Any] | None = None) -> 
     backend = over.get("backend", suite.backend)
     backends.get(backend)  # an unknown backend: "did you mean"
     backend_args = suite.backend_args.model_dump(exclude_none=True) if suite.backend_args else {}
+    backend_args.update({k: over[k] for k in REPLICA_OVERRIDES if k in over})
 
     known = set(task_registry.names())
     configs: list[RunConfig] = []
@@ -252,7 +257,9 @@ def run_suite(path: str | Path, args: Any, backend: Any = None) -> int:
     """Runs every entry of a suite; the handler of ``evalsuite run --suite FILE``.
 
     ``args`` is the ``run`` command's namespace: ``--model``, ``--data-dir``,
-    ``--limit`` and ``--label`` override the suite's values when given, ``--no-cache`` bypasses the
+    ``--limit`` and ``--label`` override the suite's values when given, as do
+    ``--ray-address``, ``--replica-timeout`` and ``--data-parallel-size`` its
+    ``backend_args``; ``--no-cache`` bypasses the
     response cache (a real rerun, e.g. for a regression gate); the suite's directory is
     ``<--output-dir>/<--run-id or a new id>/``. Entries with the same model,
     backend and engine settings share one engine, opened once, and one request queue
@@ -268,7 +275,8 @@ def run_suite(path: str | Path, args: Any, backend: Any = None) -> int:
     from evalsuite.summary import error_exit_code, format_summary
 
     suite = read_suite(path, {"model": getattr(args, "model", None), "data_dir": getattr(args, "data_dir", None),
-                              "limit": getattr(args, "limit", None), "label": getattr(args, "label", None)})
+                              "limit": getattr(args, "limit", None), "label": getattr(args, "label", None),
+                              **{k: getattr(args, k, None) for k in REPLICA_OVERRIDES}})
     for name in suite.skipped:
         print(f"evalsuite: suite {suite.name}: task '{name}' is not installed; skipped", file=sys.stderr)
     output_dir = check_output_dir(getattr(args, "output_dir", None) or "results")

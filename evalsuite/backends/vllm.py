@@ -68,27 +68,76 @@ def vllm_backend(
     model: str,
     *,
     tensor_parallel_size: int = 1,
-    data_parallel_size: int = 1,
+    data_parallel_size: int | None = None,
     max_model_len: int | None = None,
     gpu_memory_utilization: float | None = None,
     dtype: str = "auto",
     seed: int = 0,
     enforce_eager: bool | None = None,
     engine_args: Mapping[str, Any] | None = None,
+    ray_address: str | None = None,
+    replica_timeout: float | None = None,
+    chunk_size: int | None = None,
 ):
-    """The ``vllm`` backend: one engine, or ``data_parallel_size`` engines each on its
-    own devices (:mod:`evalsuite.backends.vllm_dp`). Arguments as :class:`VLLMBackend`."""
-    kwargs = dict(max_model_len=max_model_len, gpu_memory_utilization=gpu_memory_utilization, dtype=dtype,
-                  seed=seed, enforce_eager=enforce_eager, engine_args=engine_args)
-    if data_parallel_size < 1:
-        from evalsuite.errors import UsageError
+    """The ``vllm`` backend: one engine; or ``data_parallel_size`` engines each on its
+    own devices in worker processes (:mod:`evalsuite.backends.vllm_dp`); or, with
+    ``ray_address``, engines as Ray actors on a cluster
+    (:mod:`evalsuite.backends.ray_replicas`; ``data_parallel_size`` None = as many as
+    the cluster holds). Replicas pull chunks of ``chunk_size`` requests from one
+    queue; one that takes longer than ``replica_timeout`` seconds for a chunk is
+    abandoned. Other arguments as :class:`VLLMBackend`.
 
-        raise UsageError(f"--data-parallel-size must be >= 1, got {data_parallel_size}")
-    if data_parallel_size == 1:
+    Raises UsageError for a bad size or timeout, or when Ray is asked for and not
+    installed.
+    """
+    kwargs = {"max_model_len": max_model_len, "gpu_memory_utilization": gpu_memory_utilization, "dtype": dtype,
+              "seed": seed, "enforce_eager": enforce_eager, "engine_args": engine_args}
+    pool = _pool_settings(data_parallel_size, replica_timeout, chunk_size)
+    if ray_address is not None:
+        return _ray_replicas(model, ray_address, data_parallel_size, tensor_parallel_size, pool, kwargs)
+    if (data_parallel_size or 1) == 1:
         return VLLMBackend(model, tensor_parallel_size=tensor_parallel_size, **kwargs)
     from evalsuite.backends.vllm_dp import DataParallelVLLM
 
-    return DataParallelVLLM(VLLMBackend, model, data_parallel_size, tensor_parallel_size, on_cpu=_on_cpu(), **kwargs)
+    return DataParallelVLLM(VLLMBackend, model, data_parallel_size, tensor_parallel_size, on_cpu=_on_cpu(),
+                            **pool, **kwargs)
+
+
+def _pool_settings(data_parallel_size: int | None, replica_timeout: float | None,
+                   chunk_size: int | None) -> dict[str, Any]:
+    from evalsuite.errors import UsageError
+
+    if data_parallel_size is not None and data_parallel_size < 1:
+        raise UsageError(f"--data-parallel-size must be >= 1, got {data_parallel_size}")
+    if replica_timeout is not None and not replica_timeout > 0:
+        raise UsageError(f"--replica-timeout must be > 0 seconds, got {replica_timeout}")
+    if chunk_size is not None and chunk_size < 1:
+        raise UsageError(f"chunk_size must be >= 1, got {chunk_size}")
+    out: dict[str, Any] = {"chunk_size": chunk_size}
+    if replica_timeout is not None:
+        out["replica_timeout_s"] = float(replica_timeout)
+    return out
+
+
+def _ray_replicas(model: str, address: str, size: int | None, tp: int, pool: dict[str, Any],
+                  kwargs: dict[str, Any]):
+    """Replicas as Ray actors; UsageError when ray is missing or no cluster answers."""
+    from evalsuite.errors import UsageError
+
+    if (kwargs.get("engine_args") or {}).get("distributed_executor_backend") == "ray":
+        raise UsageError("--ray-address runs independent replicas; a model split over hosts with "
+                         "distributed_executor_backend=ray is one engine: drop --ray-address and set RAY_ADDRESS "
+                         "(see docs/multi-host.md)")
+    try:
+        from evalsuite.backends.ray_replicas import RayReplicas
+    except ImportError as err:
+        raise UsageError(f"--ray-address needs Ray ({err.name} is not installed): "
+                         "pip install 'evalsuite[ray]'") from None
+    try:
+        return RayReplicas(VLLMBackend, model, address, data_parallel_size=size, tensor_parallel_size=tp,
+                           **pool, **kwargs)
+    except ConnectionError as err:
+        raise UsageError(f"no Ray cluster answers at --ray-address {address}: {err}") from None
 
 
 class VLLMBackend:
