@@ -85,20 +85,7 @@ def build_parser() -> argparse.ArgumentParser:
                      help="generations per sample, for pass@k (tasks that take it)")
     run.add_argument("--allow-unsandboxed", action="store_true",
                      help="let code-execution tasks run without a sandbox when none is available")
-    server = run.add_argument_group("served endpoints (openai backend)")
-    server.add_argument("--base-url", action="append", default=[], help="endpoint URL; repeat for replicas")
-    server.add_argument("--max-concurrency", type=int, default=None, help="requests in flight at once")
-    server.add_argument("--request-timeout", type=float, default=None, help="seconds per request")
-    server.add_argument("--max-retries", type=int, default=None, help="retries per request on connection errors, 429 and 5xx")
-    run.add_argument("--data-parallel-size", type=int, default=None,
-                     help="vllm: engine replicas, each on its own GPUs (tensor-parallel-size GPUs each); "
-                          "free replicas pull the next requests")
-    run.add_argument("--ray-address", default=None, metavar="ADDR|auto",
-                     help="vllm: run the replicas as Ray actors on this cluster (needs evalsuite[ray]); "
-                          "--data-parallel-size defaults to as many as the cluster holds")
-    run.add_argument("--replica-timeout", type=float, default=None, metavar="SECONDS",
-                     help="vllm replicas: seconds one replica may take for one chunk of requests before it "
-                          "is abandoned and its requests go to another (default 1800)")
+    _add_replica_arguments(run)
     run.add_argument("--max-error-rate", type=float, default=None,
                      help="exit with code 1 when the share of samples with an error (a failed request, or a "
                           "failure while scoring or writing it) exceeds this (default: any error is tolerated)")
@@ -113,6 +100,24 @@ def build_parser() -> argparse.ArgumentParser:
     for module in _command_modules():
         module.add_parser(sub)
     return parser
+
+
+def _add_replica_arguments(run: argparse.ArgumentParser) -> None:
+    """Options for served endpoints and engine replicas (``--base-url``, ``--ray-address``...)."""
+    server = run.add_argument_group("served endpoints (openai backend)")
+    server.add_argument("--base-url", action="append", default=[], help="endpoint URL; repeat for replicas")
+    server.add_argument("--max-concurrency", type=int, default=None, help="requests in flight at once")
+    server.add_argument("--request-timeout", type=float, default=None, help="seconds per request")
+    server.add_argument("--max-retries", type=int, default=None, help="retries per request on connection errors, 429 and 5xx")
+    run.add_argument("--data-parallel-size", type=int, default=None,
+                     help="vllm: engine replicas, each on its own GPUs (tensor-parallel-size GPUs each); "
+                          "free replicas pull the next requests")
+    run.add_argument("--ray-address", default=None, metavar="ADDR|auto",
+                     help="vllm: run the replicas as Ray actors on this cluster (needs evalsuite[ray]); "
+                          "--data-parallel-size defaults to as many as the cluster holds")
+    run.add_argument("--replica-timeout", type=float, default=None, metavar="SECONDS",
+                     help="vllm replicas: seconds one replica may take for one chunk of requests before it "
+                          "is abandoned and its requests go to another (default 1800)")
 
 
 def _command_modules():
