@@ -202,8 +202,8 @@ HANDLER_SCRIPT = textwrap.dedent("""
     lifecycle.install_signal_handlers()
     child = __import__("subprocess").Popen([sys.executable, "-c",
         "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); time.sleep(600)"])
-    print(child.pid, flush=True)
     try:
+        print(child.pid, flush=True)  # inside the try: the test signals as soon as it reads this
         time.sleep(600)
     except KeyboardInterrupt:
         time.sleep(600)  # an unwinding that hangs (an engine that does not shut down)
