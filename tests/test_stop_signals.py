@@ -272,3 +272,29 @@ def test_the_watchdog_kills_what_a_killed_parent_left():
     finally:
         proc.kill()
         proc.wait()
+
+
+LAUNCHED_SCRIPT = textwrap.dedent("""
+    import subprocess, sys, time
+    from evalsuite.lifecycle import parent_death_argv
+    # As evalsuite.serving starts a managed `vllm serve`: its own session, argv through the launcher.
+    child = subprocess.Popen(parent_death_argv(["sleep", "600"]), start_new_session=True)
+    print(child.pid, flush=True)
+    time.sleep(600)
+""")
+
+
+@pytest.mark.timeout(60)
+def test_a_command_started_through_the_launcher_dies_with_its_parent():
+    proc = subprocess.Popen([sys.executable, "-c", LAUNCHED_SCRIPT], stdout=subprocess.PIPE, env=env())
+    try:
+        child = int(proc.stdout.readline())
+        deadline = time.monotonic() + 10
+        while psutil.Process(child).name() != "sleep" and time.monotonic() < deadline:
+            time.sleep(0.05)  # the launcher has exec'd the command: same pid, new program
+        assert psutil.Process(child).cmdline() == ["sleep", "600"]
+        proc.send_signal(signal.SIGKILL)
+        assert wait_gone([child], 5) == []
+    finally:
+        proc.kill()
+        proc.wait()
