@@ -91,11 +91,12 @@ def served(tmp_path):
         server.wait()
 
 
-def start_run(url: str, model: Path, out: Path, task: str, *extra: str) -> subprocess.Popen:
+def start_run(url: str, model: Path, out: Path, task: str, *extra: str, new_session: bool = False) -> subprocess.Popen:
     cmd = [sys.executable, "-m", "evalsuite.cli", "run", "--tasks", task, "--backend", "openai",
            "--base-url", url, "--model", str(model), "--batch-size", "2", "--limit", "40",
            "--output-dir", str(out), "--run-id", "r", "--no-progress", "--no-cache", *extra]
-    return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env())
+    return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env(),
+                            start_new_session=new_session)
 
 
 def wait_for_samples(proc: subprocess.Popen, samples: Path, at_least: int, workers: int) -> list[int]:
@@ -113,16 +114,23 @@ def wait_for_samples(proc: subprocess.Popen, samples: Path, at_least: int, worke
 
 
 @pytest.mark.timeout(300)
-@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT, signal.SIGHUP], ids=lambda s: s.name)
-def test_a_stop_signal_ends_every_process_and_marks_the_run_interrupted(tmp_path, served, sig):
+@pytest.mark.parametrize(("sig", "group"), [(signal.SIGTERM, False), (signal.SIGINT, False),
+                                           (signal.SIGHUP, False), (signal.SIGINT, True)],
+                         ids=["SIGTERM", "SIGINT", "SIGHUP", "Ctrl-C"])
+def test_a_stop_signal_ends_every_process_and_marks_the_run_interrupted(tmp_path, served, sig, group):
+    """``group``: the signal goes to the whole process group, as Ctrl-C on a terminal
+    sends it (the verifier workers and vLLM's processes get it too)."""
     url, model = served
     out = tmp_path / "results"
-    proc = start_run(url, model, out, "equations")
+    proc = start_run(url, model, out, "equations", new_session=group)
     samples = out / "r" / "samples.jsonl"
     try:
         pids = wait_for_samples(proc, samples, at_least=4, workers=1)
         before = samples.read_text().splitlines()
-        proc.send_signal(sig)
+        if group:
+            os.killpg(proc.pid, sig)
+        else:
+            proc.send_signal(sig)
         left = wait_gone(pids)
         code = proc.wait(timeout=5)
     finally:
