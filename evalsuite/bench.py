@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from evalsuite.errors import UsageError
-from evalsuite.metrics import latency_summary, tpot_s
+from evalsuite.metrics import latency_summary, throughput, tpot_s
 from evalsuite.types import Generation, GenerationRequest, SamplingParams
 
 SLO_KEYS = ("ttft_ms", "tpot_ms", "e2e_ms")
@@ -122,18 +122,12 @@ def summarize(generations: Sequence[Generation], wall_s: float, slo: Slo | None 
             self.timings, self.output_tokens = g.timings, g.output_tokens
 
     ok = [g for g in generations if g.error is None]
-    out_tokens = sum(g.output_tokens or 0 for g in ok)
-    in_tokens = sum(g.prompt_tokens or 0 for g in ok)
     summary = {
         "requests": len(generations),
         "completed": len(ok),
         "errors": len(generations) - len(ok),
         "wall_s": wall_s,
-        "request_throughput_per_s": len(ok) / wall_s if wall_s > 0 else None,
-        "output_tokens_per_s": out_tokens / wall_s if wall_s > 0 else None,
-        "total_tokens_per_s": (in_tokens + out_tokens) / wall_s if wall_s > 0 else None,
-        "prompt_tokens": in_tokens,
-        "output_tokens": out_tokens,
+        **throughput(generations, wall_s),
         **latency_summary([_Row(g) for g in ok]),
     }
     if slo is not None:

@@ -80,29 +80,36 @@ def _plain(value: Any) -> Any:
     return str(value)
 
 
-def chat_template_sha256(model_dir: str | Path) -> str | None:
-    """SHA-256 of the model's chat template, read from its files without loading it.
+def chat_template_sha256(source: Any) -> str | None:
+    """SHA-256 of a model's chat template: the one digest of evalsuite, for the
+    response cache's key and for the backends' ``describe()``.
 
-    ``chat_template.jinja`` wins over ``tokenizer_config.json``'s ``chat_template``,
-    as in transformers. The digest is taken over the template string exactly as
-    :func:`evalsuite.backends.chat_template_sha256` takes it from a loaded tokenizer,
-    so both agree. None when the directory has no template (or is a hub id).
+    ``source`` is a model directory (``str`` or path: the template is read from its
+    files without loading the model; ``chat_template.jinja`` wins over
+    ``tokenizer_config.json``'s ``chat_template``, as in transformers) or a loaded
+    tokenizer (its ``chat_template``). The digest is over the template string (a
+    non-string template over its ``repr``), so both give the same value. None when
+    there is no template (or the directory is a hub id).
     """
-    root = Path(model_dir)
-    jinja = root / "chat_template.jinja"
-    template: Any = None
-    if jinja.is_file():
-        template = jinja.read_text(encoding="utf-8")
+    if isinstance(source, (str, os.PathLike)):
+        template = _template_from_files(Path(source))
     else:
-        try:
-            template = json.loads((root / "tokenizer_config.json").read_text(encoding="utf-8")).get("chat_template")
-        except (OSError, ValueError):
-            template = None
+        template = getattr(source, "chat_template", None)
     if not template:
         return None
     if not isinstance(template, str):
         template = repr(template)
     return hashlib.sha256(template.encode()).hexdigest()
+
+
+def _template_from_files(root: Path) -> Any:
+    jinja = root / "chat_template.jinja"
+    if jinja.is_file():
+        return jinja.read_text(encoding="utf-8")
+    try:
+        return json.loads((root / "tokenizer_config.json").read_text(encoding="utf-8")).get("chat_template")
+    except (OSError, ValueError, AttributeError):
+        return None
 
 
 def generation_settings(settings: Mapping[str, Any]) -> dict[str, Any]:

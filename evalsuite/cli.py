@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from evalsuite.errors import UsageError
+from evalsuite.summary import error_exit_code, format_summary
 
 DEFAULT_LIMIT_HINT = "all samples"
 
@@ -125,7 +126,8 @@ def config_from_args(args: argparse.Namespace):
     for key, value in args.task_arg:
         if "." not in key:
             raise UsageError(f"--task-arg needs TASK.KEY=VALUE, got {key!r}")
-        name, field = key.split(".", 1)
+        # A file-loaded task's name holds dots (``my_task.py@my_task.n=3``): split after the ``@``.
+        name, field = key.rsplit(".", 1) if "@" in key else key.split(".", 1)
         if args.tasks and name not in args.tasks:
             raise UsageError(f"--task-arg {key}: task '{name}' is not in --tasks ({', '.join(args.tasks)})")
         task_args.setdefault(name, {})[field] = value
@@ -174,58 +176,6 @@ def suite_ignored_flags(args: argparse.Namespace) -> list[tuple[str, bool]]:
             ("--system-prompt", args.system_prompt is not None), ("--max-model-len", args.max_model_len is not None)]
 
 
-def _fmt(value: Any, digits: int = 4) -> str:
-    if value is None:
-        return "-"
-    if isinstance(value, float):
-        return f"{value:.{digits}f}"
-    return str(value)
-
-
-def _gib(value: Any) -> str:
-    return "-" if value is None else f"{value:.2f} GiB"
-
-
-def format_summary(metrics: dict[str, Any], memory: dict[str, Any] | None = None) -> str:
-    """The end-of-run summary: accuracy (one row per task and scorer, pass@k rows
-    where a task reports them), then latency and throughput, then memory."""
-    lines = [f"{'task':<16} {'metric':<22} {'value':>8} {'± stderr':>9} {'95% CI':>17} {'n':>6} {'no-answer':>9}"]
-    for task, m in metrics.items():
-        for name, row in m["scores"].items():
-            ci = row.get("ci95")
-            lines.append(
-                f"{task:<16} {name:<22} {_fmt(row['value']):>8} {_fmt(row['stderr']):>9} "
-                f"{(f'[{ci[0]:.3f}, {ci[1]:.3f}]' if ci else '-'):>17} {row['n']:>6} "
-                f"{_fmt(row['extraction_failure_rate'], 3):>9}"
-            )
-        for name, row in (m.get("pass_at_k") or {}).items():
-            if name not in m["scores"]:
-                lines.append(f"{task:<16} {name:<22} {_fmt(row.get('value')):>8} {_fmt(row.get('stderr')):>9} "
-                             f"{'-':>17} {row.get('n', '-'):>6} {'-':>9}")
-    lines.append("")
-    lines.append(f"{'task':<16} {'requests':>8} {'errors':>6} {'wall s':>7} {'req/s':>6} {'out tok/s':>9} "
-                 f"{'TTFT p50':>9} {'TTFT p95':>9} {'TPOT p50':>9} {'E2E p50':>8} {'E2E p95':>8}  (ms)")
-    for task, m in metrics.items():
-        p = m["performance"]
-        lines.append(
-            f"{task:<16} {p['requests']:>8} {p['errors']:>6} {_fmt(p['wall_s'], 1):>7} "
-            f"{_fmt(p['request_throughput_per_s'], 2):>6} {_fmt(p['output_tokens_per_s'], 1):>9} "
-            f"{_fmt(p.get('ttft_ms_p50'), 0):>9} {_fmt(p.get('ttft_ms_p95'), 0):>9} "
-            f"{_fmt(p.get('tpot_ms_p50'), 1):>9} {_fmt(p.get('e2e_ms_p50'), 0):>8} {_fmt(p.get('e2e_ms_p95'), 0):>8}"
-        )
-    if memory:
-        kv = memory.get("kv_cache") or {}
-        kv_text = "-"
-        if kv:
-            used = kv.get("peak_usage_fraction")
-            kv_text = f"{kv['tokens']:,} tokens" + (f", peak {used:.1%} used" if used is not None else "")
-        gpu = memory.get("peak_gpu_mem_gib")
-        lines.append("")
-        lines.append(f"memory: host peak RSS {_gib(memory.get('host_peak_rss_gib'))} (process tree); "
-                     f"GPU peak {_gib(gpu) if gpu is not None else '- (no GPU)'}; KV cache {kv_text}")
-    return "\n".join(lines)
-
-
 def cmd_list() -> int:
     from evalsuite.registry import backends, tasks
 
@@ -254,21 +204,6 @@ def cmd_run(args: argparse.Namespace) -> int:
     print(format_summary(result.metrics, result.memory))
     print(f"\nresults: {result.run_dir}")
     return error_exit_code(result.metrics, config.max_error_rate)
-
-
-def error_exit_code(metrics: dict[str, Any], max_error_rate: float | None) -> int:
-    """1 when the share of samples with an error (a failed request or a guarded
-    scoring/record failure) over all tasks exceeds ``max_error_rate``."""
-    if max_error_rate is None:
-        return 0
-    requests = sum(m["performance"]["requests"] for m in metrics.values())
-    errors = sum(m["performance"]["errors"] for m in metrics.values())
-    rate = errors / requests if requests else 0.0
-    if rate > max_error_rate:
-        print(f"evalsuite: error rate {rate:.3f} ({errors}/{requests}) exceeds --max-error-rate {max_error_rate}",
-              file=sys.stderr)
-        return 1
-    return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:

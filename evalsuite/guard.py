@@ -24,6 +24,7 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
+from evalsuite.encoding import _json_default, record_line
 from evalsuite.types import Generation, Sample, SampleRecord, Score
 
 if TYPE_CHECKING:
@@ -134,8 +135,6 @@ def score_guarded(task: Task, samples: Sequence[Sample],
 def _safe(value: Any) -> Any:
     """``value`` if it serializes to JSON (as the run writer writes it), else a short
     description of it."""
-    from evalsuite.results import _json_default
-
     try:
         json.dumps(value, default=_json_default, ensure_ascii=True)
         return value
@@ -146,8 +145,6 @@ def _safe(value: Any) -> Any:
 def record_and_line(record: SampleRecord) -> tuple[SampleRecord, str]:
     """``record`` and its ``samples.jsonl`` line; a record that cannot be written is
     replaced by :func:`writable_record` (the guard's ``record`` step)."""
-    from evalsuite.results import record_line
-
     try:
         return record, record_line(record)
     except Exception as exc:  # noqa: BLE001 -- one sample's failure is data

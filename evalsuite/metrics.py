@@ -1,4 +1,4 @@
-"""Aggregates: accuracy with its uncertainty, and latency percentiles.
+"""Aggregates: accuracy with its uncertainty, pass@k, and latency percentiles.
 
 Every metric carries its ``n``; missing measurements stay ``None``.
 """
@@ -6,7 +6,7 @@ Every metric carries its ``n``; missing measurements stay ``None``.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 Z95 = 1.959963984540054  # two-sided 95% normal quantile
@@ -64,6 +64,47 @@ def accuracy(values: Sequence[float], extracted: Sequence[bool]) -> dict[str, An
     }
 
 
+def pass_at_k(n: int, c: int, k: int) -> float | None:
+    """Unbiased estimate of pass@k from ``n`` samples of which ``c`` passed.
+
+    ``1 - C(n-c, k) / C(n, k)`` (Chen et al., 2021, "Evaluating Large Language
+    Models Trained on Code", arXiv:2107.03374, eq. 1), in its numerically stable
+    product form ``1 - prod_{i=n-c+1}^{n} (1 - k/i)``. ``None`` when ``k > n``
+    (not estimable). Raises ValueError unless ``0 <= c <= n`` and ``k >= 1``.
+    """
+    if k < 1 or n < 0 or not 0 <= c <= n:
+        raise ValueError(f"pass@k needs k >= 1 and 0 <= c <= n, got n={n}, c={c}, k={k}")
+    if k > n:
+        return None
+    if n - c < k:
+        return 1.0
+    product = 1.0
+    for i in range(n - c + 1, n + 1):
+        product *= 1.0 - k / i
+    return 1.0 - product
+
+
+def pass_at_k_table(passed: Mapping[str, Sequence[bool]], ks: Sequence[int]) -> dict[str, Any]:
+    """pass@k per k over problems: the mean of the per-problem unbiased estimates
+    (:func:`pass_at_k`).
+
+    ``passed`` maps a problem to the verdicts of its samples. Each row: ``value``,
+    ``stderr`` (over problems), ``n`` (problems), ``k`` and ``samples_per_problem``
+    (the smallest n over problems). A k larger than some problem's n is not reported.
+    """
+    if not passed:
+        return {}
+    n_min = min(len(v) for v in passed.values())
+    table = {}
+    for k in ks:
+        if k > n_min:
+            continue
+        values = [pass_at_k(len(v), sum(v), k) for v in passed.values()]
+        table[f"pass@{k}"] = {"value": sum(values) / len(values), "stderr": mean_stderr(values),
+                              "n": len(values), "k": k, "samples_per_problem": n_min}
+    return table
+
+
 def percentile(sorted_values: Sequence[float], q: float) -> float:
     """Linear-interpolation percentile (numpy's default, ``method="linear"``) of an
     ascending sequence; ``q`` in [0, 100]."""
@@ -94,6 +135,26 @@ def tpot_s(e2e_s: float | None, ttft_s: float | None, output_tokens: int | None)
     if e2e_s is None or ttft_s is None or output_tokens is None or output_tokens < 2:
         return None
     return (e2e_s - ttft_s) / (output_tokens - 1)
+
+
+def throughput(rows: Sequence[Any], wall_s: float) -> dict[str, Any]:
+    """Request and token throughput over ``wall_s`` seconds, as ``vllm bench serve``
+    defines them: completed requests (``error`` None) and their prompt and output
+    tokens, divided by the wall time. ``rows`` have ``error``, ``prompt_tokens`` and
+    ``output_tokens`` (records or generations). A rate is None when the wall time
+    is 0 or no row measured its tokens (never 0 for "not measured").
+    """
+    ok = [r for r in rows if r.error is None]
+    out = [r.output_tokens for r in ok if r.output_tokens is not None]
+    prompt = [r.prompt_tokens for r in ok if r.prompt_tokens is not None]
+    timed = wall_s > 0
+    return {
+        "prompt_tokens": sum(prompt),
+        "output_tokens": sum(out),
+        "request_throughput_per_s": len(ok) / wall_s if timed else None,
+        "output_tokens_per_s": sum(out) / wall_s if timed and out else None,
+        "total_tokens_per_s": (sum(prompt) + sum(out)) / wall_s if timed and (out or prompt) else None,
+    }
 
 
 def latency_summary(records: Sequence[Any]) -> dict[str, Any]:

@@ -53,7 +53,10 @@ def resolve_model(spec: str | None, backend: str | None = None) -> ModelRef:
     server's ``/v1/models`` by the backend). Raises :class:`UsageError` for an
     unknown backend and for a path that does not exist.
     """
-    served = backend is not None and getattr(_backend_factory(backend), "serves_models_by_name", False)
+    factory = _backend_factory(backend) if backend is not None else None
+    served = getattr(factory, "serves_models_by_name", False)
+    if getattr(factory, "model_is_file", False):
+        return _model_file(spec, backend)
     if spec is None or spec == "embedded":
         return ModelRef(EMBEDDED_NAME, str(embedded_model_dir()), "embedded")
     path = Path(spec).expanduser()
@@ -66,6 +69,15 @@ def resolve_model(spec: str | None, backend: str | None = None) -> ModelRef:
     if _HUB_ID.match(spec) and not spec.startswith((".", "/", "~")):
         return ModelRef(spec, spec, "hub")
     raise UsageError(f"model path does not exist: {spec}")
+
+
+def _model_file(spec: str | None, backend: str) -> ModelRef:
+    """A backend whose ``--model`` is a file (``scripted``: its outputs); UsageError
+    when it is missing or not a file."""
+    if spec is None or not Path(spec).expanduser().is_file():
+        raise UsageError(f"the {backend} backend takes --model FILE (its scripted outputs), got {spec!r}")
+    path = Path(spec).expanduser().resolve()
+    return ModelRef(path.stem, str(path), backend)
 
 
 def _backend_factory(name: str):
@@ -150,6 +162,10 @@ def model_fingerprint(ref: ModelRef) -> str | None:
     if ref.source in ("hub", "served"):
         return None
     root = Path(ref.path)
+    if root.is_file():  # a model that is one file (the scripted backend's outputs)
+        from evalsuite.task import file_sha256
+
+        return file_sha256(root)
     files = sorted(
         p for p in root.rglob("*")
         if p.is_file() and p.suffix in _HASHED_SUFFIXES and not p.name.startswith(".")

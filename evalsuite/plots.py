@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import io
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
@@ -191,28 +191,38 @@ def memory_figure(figures: Mapping[str, Mapping[str, float | None]], title: str 
 
 def heatmap_figure(rows: Sequence[str], columns: Sequence[str],
                    values: Sequence[Sequence[float | None]], title: str,
-                   xlabel: str = "depth (%)", ylabel: str = "context length (tokens)") -> Figure:
-    """A recall heatmap (e.g. needle-in-a-haystack: context length x depth).
+                   xlabel: str = "depth (%)", ylabel: str = "context length (tokens)",
+                   hatched: Collection[tuple[int, int]] = (), label: str = "recall") -> Figure:
+    """The one heatmap of evalsuite (e.g. needle-in-a-haystack: context length x
+    depth; any task's :class:`evalsuite.task.Heatmap`).
 
     ``values[i][j]`` in [0, 1] for ``rows[i]``, ``columns[j]``; ``None`` cells
-    (skipped, not measured) are drawn blank and labelled "-".
+    (not measured) are drawn blank and labelled "-"; cells ``(i, j)`` in
+    ``hatched`` (skipped on purpose) are hatched grey and labelled "skip".
+    ``label`` names the colour scale.
     """
     import numpy as np
+    from matplotlib.patches import Rectangle
 
-    grid = np.array([[np.nan if v is None else v for v in row] for row in values], dtype=float)
-    fig = _figure(max(4.0, 1.5 + 0.6 * len(columns)), max(2.5, 1.0 + 0.45 * len(rows)))
+    grid = np.array([[np.nan if v is None else v for v in row] for row in values], dtype=float).reshape(
+        len(rows), len(columns))
+    fig = _figure(max(4.5, 2.5 + 0.9 * len(columns)), max(2.5, 1.2 + 0.45 * len(rows)))
     ax = fig.add_subplot()
     image = ax.imshow(np.ma.masked_invalid(grid), vmin=0, vmax=1, cmap="RdYlGn", aspect="auto")
-    ax.set_xticks(range(len(columns)), columns)
+    ax.set_xticks(range(len(columns)), columns, rotation=45 if len(columns) > 6 else 0)
     ax.set_yticks(range(len(rows)), rows)
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
     for i in range(len(rows)):
         for j in range(len(columns)):
-            ax.text(j, i, "-" if np.isnan(grid[i, j]) else f"{grid[i, j]:.2f}", ha="center",
-                    va="center", fontsize=8)
-    fig.colorbar(image, ax=ax, label="recall")
-    ax.set_title(title)
+            if (i, j) in hatched:
+                ax.add_patch(Rectangle((j - 0.5, i - 0.5), 1, 1, facecolor="0.85", hatch="//", edgecolor="0.6"))
+                ax.text(j, i, "skip", ha="center", va="center", fontsize=7, color="0.3")
+            else:
+                ax.text(j, i, "-" if np.isnan(grid[i, j]) else f"{grid[i, j]:.2f}", ha="center",
+                        va="center", fontsize=8)
+    fig.colorbar(image, ax=ax, label=label)
+    ax.set_title(title, fontsize=10)
     return fig
 
 

@@ -5,16 +5,21 @@ registering a factory with :func:`evalsuite.task.task`. Third-party packages add
 tasks through the ``evalsuite.tasks`` entry-point group (``name = "pkg.mod:factory"``)
 and backends through ``evalsuite.backends``. Listing names never imports torch or
 vllm: backend modules import their heavy libraries only when instantiated, and
-entry points are loaded only when their name is asked for.
+entry points are loaded only when their name is asked for. A name of the form
+``path/to/file.py@factory`` loads ``factory`` from that file (a task kept outside
+any package, e.g. while writing it).
 """
 
 from __future__ import annotations
 
 import difflib
 import importlib
+import importlib.util
 import pkgutil
+import sys
 from collections.abc import Callable
 from importlib.metadata import entry_points
+from pathlib import Path
 from typing import Generic, TypeVar
 
 from evalsuite.errors import UsageError
@@ -64,6 +69,8 @@ class Registry(Generic[F]):
 
         Raises :class:`UsageError` with a "did you mean" suggestion for unknown names.
         """
+        if is_file_reference(name):
+            return self._from_file(name)
         self._discover()
         if name in self._factories:
             return self._factories[name]
@@ -77,6 +84,41 @@ class Registry(Generic[F]):
         raise UsageError(
             f"unknown {self.kind} '{name}'{hint}; known: {', '.join(self.names())}"
         )
+
+    def _from_file(self, reference: str) -> F:
+        """The factory ``NAME`` of ``PATH.py@NAME``, importing the file once (as a module
+        named after its resolved path). UsageError for a missing file, a file that
+        fails to import, or a missing or non-callable ``NAME``."""
+        if reference in self._factories:
+            return self._factories[reference]
+        file, attr = reference.rsplit("@", 1)
+        path = Path(file).expanduser().resolve()
+        if not path.is_file():
+            raise UsageError(f"{self.kind} file not found: {file} (in {reference!r}; give PATH.py@NAME)")
+        module_name = "evalsuite_file_" + "".join(c if c.isalnum() else "_" for c in str(path))
+        module = sys.modules.get(module_name)
+        if module is None:
+            spec = importlib.util.spec_from_file_location(module_name, path)
+            module = importlib.util.module_from_spec(spec)
+            sys.modules[module_name] = module
+            try:
+                spec.loader.exec_module(module)
+            except Exception as e:  # noqa: BLE001 -- a broken user file is a usage error, named in one line
+                del sys.modules[module_name]
+                raise UsageError(f"{file}: cannot be imported ({type(e).__name__}: {e})") from None
+        factory = getattr(module, attr, None)
+        if not callable(factory):
+            names = sorted(n for n, v in vars(module).items() if callable(v) and not n.startswith("_")
+                           and getattr(v, "__module__", None) == module_name)
+            raise UsageError(f"{file} has no {self.kind} factory {attr!r} (it defines: {', '.join(names) or 'none'})")
+        self._factories[reference] = factory
+        return factory
+
+
+def is_file_reference(name: str) -> bool:
+    """True for ``path/to/file.py@factory`` (a task loaded from a file)."""
+    file, at, attr = name.rpartition("@")
+    return bool(at and attr and file.endswith(".py"))
 
 
 tasks: Registry = Registry("task", "evalsuite.tasks", "tasks")

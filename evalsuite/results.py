@@ -17,6 +17,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from evalsuite.encoding import _json_default, record_line  # noqa: F401 -- record_line is part of this API
 from evalsuite.types import SampleRecord
 
 SCHEMA_VERSION = 1
@@ -27,34 +28,10 @@ def new_run_id(model_name: str) -> str:
     return f"{time.strftime('%Y%m%d-%H%M%S')}-{slug}-{secrets.token_hex(3)}"
 
 
-def _json_default(value: Any) -> Any:
-    if isinstance(value, (set, frozenset, tuple)):
-        return list(value)
-    if isinstance(value, Path):
-        return str(value)
-    if hasattr(value, "items"):
-        return dict(value)
-    return repr(value)
-
-
 def write_json_atomic(path: Path, data: dict[str, Any]) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
     tmp.write_text(json.dumps(data, indent=2, default=_json_default, ensure_ascii=False) + "\n")
     os.replace(tmp, path)
-
-
-def record_line(record: SampleRecord) -> str:
-    """``record`` as one JSON line (no newline). Text is kept as UTF-8, except in a
-    record holding a lone surrogate (a server can send ``"\\ud800"``), which cannot
-    be encoded as UTF-8 and is written with ASCII escapes instead: the same JSON.
-    Raises what ``json.dumps`` raises (RecursionError, ValueError for a cycle)."""
-    data = record.to_dict()
-    line = json.dumps(data, default=_json_default, ensure_ascii=False)
-    try:
-        line.encode("utf-8")
-    except UnicodeEncodeError:
-        line = json.dumps(data, default=_json_default, ensure_ascii=True)
-    return line
 
 
 class RunWriter:

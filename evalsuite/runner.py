@@ -32,7 +32,7 @@ from evalsuite.cache import (
 from evalsuite.config import RunConfig
 from evalsuite.errors import UsageError
 from evalsuite.memory import MemoryMonitor, estimate_for_model
-from evalsuite.metrics import accuracy, latency_summary
+from evalsuite.metrics import accuracy, latency_summary, throughput
 from evalsuite.models import ModelRef, model_fingerprint, resolve_model
 from evalsuite.paths import check_output_dir
 from evalsuite.provenance import git_revision, host_description, library_versions
@@ -216,19 +216,14 @@ def generate(task: Task, requests: list[GenerationRequest], backend, writer: Run
 
 
 def performance(records: Sequence[SampleRecord], wall_s: float) -> dict[str, Any]:
-    """Throughput over ``wall_s`` seconds and latency percentiles of ``records``."""
-    out_tokens = sum(r.output_tokens or 0 for r in records)
-    in_tokens = sum(r.prompt_tokens or 0 for r in records)
+    """Throughput over ``wall_s`` seconds (:func:`evalsuite.metrics.throughput`) and
+    latency percentiles of ``records``."""
     return {
         "wall_s": wall_s,
         "requests": len(records),
         "errors": sum(r.error is not None for r in records),
         "finish_length": sum(r.finish_reason == "length" for r in records),
-        "prompt_tokens": in_tokens,
-        "output_tokens": out_tokens,
-        "request_throughput_per_s": len(records) / wall_s if wall_s > 0 else None,
-        "output_tokens_per_s": out_tokens / wall_s if wall_s > 0 else None,
-        "total_tokens_per_s": (in_tokens + out_tokens) / wall_s if wall_s > 0 else None,
+        **throughput(records, wall_s),
         **latency_summary(records),
     }
 

@@ -260,11 +260,11 @@ def run_suite(path: str | Path, args: Any, backend: Any = None) -> int:
     ``max_error_rate`` (or ``--max-error-rate``), else 0. ``backend``: an already
     open backend to run every entry on (and leave open), e.g. a test session's engine.
     """
-    from evalsuite.cli import error_exit_code, format_summary
     from evalsuite.models import resolve_model
     from evalsuite.paths import check_name, check_output_dir, claim_dir
     from evalsuite.results import new_run_id, write_json_atomic
     from evalsuite.runner import load_tasks, open_backend, run
+    from evalsuite.summary import error_exit_code, format_summary
 
     suite = read_suite(path, {"model": getattr(args, "model", None), "data_dir": getattr(args, "data_dir", None),
                               "limit": getattr(args, "limit", None), "label": getattr(args, "label", None)})

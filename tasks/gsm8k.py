@@ -37,20 +37,21 @@ raw output against the gold and its verdict is recorded on the
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import random
 import re
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, field_validator
+from pydantic import BaseModel, ConfigDict, NonNegativeInt, StrictBool, field_validator
 
 from evalsuite.data import data_dir as resolve_data_dir
 from evalsuite.data import read_jsonl, require_file
 from evalsuite.errors import UsageError
 from evalsuite.scoring.normalize import canonical_decimal, last_boxed, normalize_text
-from evalsuite.task import Scorer, Task, task
+from evalsuite.task import Extractor, Scorer, Task, exact_match, task
 from evalsuite.types import Generation, Message, Sample, SampleRecord, SamplingParams, Score
 
 VERSION = "3"
@@ -146,23 +147,20 @@ def gold_answer(solution: str) -> str:
     return value
 
 
-def _scorer(name: str, extract, primary: bool = False) -> Scorer:
-    def score(output: str, sample: Sample) -> Score:
-        answer = extract(output)
-        return Score(float(answer is not None and answer == sample.target), answer)
-
-    return Scorer(name, score, primary)
+def lm_eval_exact_match(answer: str, sample: Sample) -> float:
+    """lm-eval's ``exact_match``: the answer, normalised as lm-eval does, against the
+    sample's normalised reference solution."""
+    return float(lm_eval_normalize(answer) == sample.metadata["reference"])
 
 
-def _lm_eval_scorer(name: str, extract, primary: bool = False) -> Scorer:
-    def score(output: str, sample: Sample) -> Score:
-        answer = extract(output)
-        right = answer is not None and lm_eval_normalize(answer) == sample.metadata["reference"]
-        return Score(float(right), answer)
-
-    return Scorer(name, score, primary)
-
-
+EXTRACTORS = {
+    "evalsuite": (Extractor("strict-match", strict_match, primary=True),
+                  Extractor("flexible-extract", flexible_extract)),
+    "lm-eval": (Extractor("strict-match", lm_eval_strict_match, primary=True),
+                Extractor("flexible-extract", lm_eval_flexible_extract)),
+}
+"""The named extractors of each ``extraction`` mode (rows as in lm-evaluation-harness)."""
+SCORERS = {"evalsuite": exact_match, "lm-eval": lm_eval_exact_match}
 SECOND_OPINION_ROW = "flexible-extract"
 
 
@@ -247,15 +245,26 @@ def fewshot_shots(pool: list[dict], k: int, n_items: int, seed: int) -> list[lis
     return [rnd.sample(pool, k) for _ in range(n_items)]
 
 
+def _samples(docs: list[dict], split: str, prompt: str, extraction: str, shots: list[list[dict]] | None) -> list[Sample]:
+    """One sample per problem: lm-eval's few-shot completion prompt when ``shots``
+    are given (one list per problem), else the chat CoT prompt."""
+    if shots is not None:
+        return [Sample(f"{split}-{i}", f"{fewshot_prefix(item_shots)}Question: {d['question']}\nAnswer:",
+                       gold_answer(d["answer"]), _metadata(d, extraction))
+                for i, (d, item_shots) in enumerate(zip(docs, shots))]
+    return [Sample(f"{split}-{i}", (Message("user", COT_TEMPLATE.format(question=d["question"])),),
+                   gold_answer(d["answer"]), _metadata(d, extraction)) for i, d in enumerate(docs)]
+
+
 @task("gsm8k")
 def gsm8k(
-    num_fewshot: int | None = None,
-    prompt: str | None = None,
+    num_fewshot: NonNegativeInt | None = None,
+    prompt: Literal["cot", "fewshot"] | None = None,
     data_dir: str | None = None,
     split: str = "test",
     fewshot_seed: int = 1234,
-    extraction: str | None = None,
-    second_opinion: bool = True,
+    extraction: Literal["evalsuite", "lm-eval"] | None = None,
+    second_opinion: StrictBool = True,
 ) -> Task:
     """GSM8K with the zero-shot chat CoT prompt, or lm-eval's few-shot prompt.
 
@@ -266,55 +275,25 @@ def gsm8k(
     ``lm-eval`` (defaults: ``evalsuite`` for ``cot``, ``lm-eval`` for ``fewshot``).
     ``second_opinion``: also run math-verify on every output beside
     ``flexible-extract`` (recorded and counted, never changing a score).
-    Raises UsageError for an unknown prompt or extraction, a negative shot count
-    or a non-boolean ``second_opinion``.
+    Bad arguments are UsageErrors, checked from the annotations.
     """
     prompt = prompt or ("fewshot" if (num_fewshot or 0) > 0 else "cot")
-    if prompt not in ("cot", "fewshot"):
-        raise UsageError(f"gsm8k: unknown prompt {prompt!r} (use 'cot' or 'fewshot')")
-    if num_fewshot is not None and num_fewshot < 0:
-        raise UsageError("gsm8k: --num-fewshot must be >= 0")
     extraction = extraction or ("lm-eval" if prompt == "fewshot" else "evalsuite")
-    if extraction not in ("evalsuite", "lm-eval"):
-        raise UsageError(f"gsm8k: unknown extraction {extraction!r} (use 'evalsuite' or 'lm-eval')")
-    if not isinstance(second_opinion, bool):
-        raise UsageError(f"gsm8k: second_opinion must be true or false, got {second_opinion!r}")
     folder = resolve_data_dir(data_dir)
     docs, path = _load_split(split, folder)
-    files = [path] if path else []
+    files = [path]
+    shots = None
     if prompt == "fewshot":
         num_fewshot = LM_EVAL_FEWSHOT if num_fewshot is None else num_fewshot
         pool, train_path = _load_split("train", folder)
         files.append(train_path)
-        samples = [
-            Sample(f"{split}-{i}", f"{fewshot_prefix(shots)}Question: {d['question']}\nAnswer:",
-                   gold_answer(d["answer"]), _metadata(d, extraction))
-            for i, (d, shots) in enumerate(zip(docs, fewshot_shots(pool, num_fewshot, len(docs), fewshot_seed)))
-        ]
+        shots = fewshot_shots(pool, num_fewshot, len(docs), fewshot_seed)
         params = SamplingParams(max_tokens=256, stop=FEWSHOT_STOP)
     else:
-        num_fewshot = 0
-        samples = [
-            Sample(f"{split}-{i}", (Message("user", COT_TEMPLATE.format(question=d["question"])),),
-                   gold_answer(d["answer"]), _metadata(d, extraction))
-            for i, d in enumerate(docs)
-        ]
-        params = SamplingParams(max_tokens=512)
-    if extraction == "lm-eval":
-        scorers = (_lm_eval_scorer("strict-match", lm_eval_strict_match, primary=True),
-                   _lm_eval_scorer("flexible-extract", lm_eval_flexible_extract))
-    else:
-        scorers = (_scorer("strict-match", strict_match, primary=True), _scorer("flexible-extract", flexible_extract))
-    return Task(
-        name="gsm8k",
-        version=VERSION,
-        samples=samples,
-        scorers=scorers,
-        params=params,
-        score_batch=_with_math_verify(scorers) if second_opinion else None,
-        aggregate=aggregate,
-        data_files=tuple(p for p in files if p),
-        source="openai/gsm8k (main)",
-        args={"num_fewshot": num_fewshot, "prompt": prompt, "split": split, "fewshot_seed": fewshot_seed,
-              "extraction": extraction, "second_opinion": second_opinion},
-    )
+        num_fewshot, params = 0, SamplingParams(max_tokens=512)
+    t = Task(name="gsm8k", version=VERSION, samples=_samples(docs, split, prompt, extraction, shots),
+             extractors=EXTRACTORS[extraction], scorer=SCORERS[extraction], params=params, aggregate=aggregate,
+             data_files=tuple(p for p in files if p), source="openai/gsm8k (main)",
+             args={"num_fewshot": num_fewshot, "prompt": prompt, "split": split, "fewshot_seed": fewshot_seed,
+                   "extraction": extraction, "second_opinion": second_opinion})
+    return dataclasses.replace(t, score_batch=_with_math_verify(t.scorers)) if second_opinion else t

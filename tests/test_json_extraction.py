@@ -170,5 +170,5 @@ def test_missing_data_file_and_bad_family_are_usage_errors(tmp_path):
         build_task("json_extraction", explicit={"families": "resume"})
     with pytest.raises(UsageError, match="argument num_cases: should be a valid integer, .*got 'many'"):
         build_task("json_extraction", explicit={"num_cases": "many"})
-    with pytest.raises(UsageError, match="max_tokens must be a positive integer, got 0"):
+    with pytest.raises(UsageError, match="argument max_tokens: should be greater than 0, got 0"):
         build_task("json_extraction_constrained", explicit={"max_tokens": 0})

@@ -7,27 +7,12 @@ from argparse import Namespace
 
 import pytest
 
+from evalsuite.backends.scripted import ScriptedBackend
 from evalsuite.cli import build_parser, config_from_args, main
 from evalsuite.config import MAX_LABEL, RunConfig
 from evalsuite.errors import UsageError
 from evalsuite.report import build_report, load_run
 from evalsuite.suite import read_suite, run_suite
-from evalsuite.types import Generation, Timings
-
-
-class Scripted:
-    """'The answer is 18' for every request."""
-
-    name = "scripted"
-
-    def generate(self, requests):
-        return [Generation("The answer is 18", "stop", output_tokens=5, timings=Timings(e2e_s=0.2)) for _ in requests]
-
-    def describe(self):
-        return {"backend": self.name, "engine": {}}
-
-    def close(self):
-        pass
 
 
 @pytest.mark.parametrize("label", ["", "   ", "two\nlines", "x" * (MAX_LABEL + 1), 7])
@@ -51,7 +36,7 @@ def test_label_flag_reaches_run_json_and_the_report(tmp_path, embedded_model, gs
                                       "--label", "fp32 rerun", "--run-id", "r1", "--no-cache"])
     config = config_from_args(args)
     assert config.label == "fp32 rerun"
-    result = run(config, progress=False, backend=Scripted())
+    result = run(config, progress=False, backend=ScriptedBackend(outputs={"*": "The answer is 18"}))
     loaded = load_run(result.run_dir)
     assert loaded.given_label == "fp32 rerun" and loaded.label == "r1"
     assert build_report([loaded], "r").labels == ["fp32 rerun"]
@@ -66,7 +51,7 @@ def test_suite_label_and_its_override(tmp_path, gsm8k_data_dir, capsys):
     assert read_suite(path, {"label": "other"}).label == "other"
     args = Namespace(model=None, data_dir=str(gsm8k_data_dir), limit=None, run_id="s1", label=None,
                      output_dir=tmp_path / "results", no_progress=True, no_cache=True, max_error_rate=None)
-    assert run_suite(path, args, backend=Scripted()) == 0
+    assert run_suite(path, args, backend=ScriptedBackend(outputs={"*": "The answer is 18"})) == 0
     assert load_run(tmp_path / "results" / "s1").given_label == "nightly 2026-12-02"
     path.write_text("name: tiny\nlable: x\ntasks: [gsm8k]\n")
     with pytest.raises(UsageError, match="did you mean 'label'"):

@@ -76,3 +76,20 @@ def test_latency_summary_hand_worked():
 def test_partial_credit_interval_stays_in_unit_range():
     row = accuracy([0.5, 1.0, 1.0], [True, True, True])
     assert 0.0 <= row["ci95"][0] <= row["ci95"][1] == 1.0
+
+
+def test_throughput_counts_completed_requests_and_leaves_unmeasured_rates_none():
+    from types import SimpleNamespace as Row
+
+    from evalsuite.metrics import throughput
+
+    rows = [Row(error=None, prompt_tokens=10, output_tokens=5), Row(error=None, prompt_tokens=20, output_tokens=15),
+            Row(error="timeout", prompt_tokens=None, output_tokens=None)]
+    t = throughput(rows, 2.0)
+    # vllm bench serve: completed requests / duration; tokens of completed requests / duration.
+    assert t == {"prompt_tokens": 30, "output_tokens": 20, "request_throughput_per_s": 1.0,
+                 "output_tokens_per_s": 10.0, "total_tokens_per_s": 25.0}
+    unmeasured = throughput([Row(error=None, prompt_tokens=None, output_tokens=None)], 1.0)
+    assert unmeasured["request_throughput_per_s"] == 1.0
+    assert unmeasured["output_tokens_per_s"] is None and unmeasured["total_tokens_per_s"] is None
+    assert throughput(rows, 0.0)["request_throughput_per_s"] is None

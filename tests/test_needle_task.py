@@ -174,7 +174,7 @@ def test_filler_from_a_file(model_path, tmp_path):
 
 
 @pytest.mark.parametrize("kwargs, message", [
-    ({"variant": "multi"}, "unknown variant"),
+    ({"variant": "multi"}, "variant: should be 'single', 'multi-key' or 'multi-value'"),
     ({"depths": [-5]}, "depths must be in"),
     ({"depths": [101]}, "depths must be in"),
     ({"lengths": []}, "lengths is empty"),

@@ -179,3 +179,13 @@ def test_match_key():
     assert match_key("Amber-Falcon: 4,829,173.") == ("amber", "falcon", "4829173")
     with pytest.raises(ValueError, match="no letter or digit"):
         found_values("anything", ["--"])
+
+
+def test_one_bracket_matcher_for_latex_groups_and_json_objects():
+    from evalsuite.scoring.normalize import bracket_pairs
+
+    assert bracket_pairs("a{b{c}d}}{") == {3: 5, 1: 7}  # the stray } and the unclosed { are left out
+    text = '{"k": "}{", "n": {"x": "\\"}"}}'
+    # 0 {, 7 } inside "}{", 17 { of "n", 26 } inside the escaped string, 28 and 29 the closing braces
+    assert bracket_pairs(text, json_strings=True) == {17: 28, 0: 29}
+    assert bracket_pairs(text)[0] == 7  # without JSON strings the quoted } closes the first {

@@ -2,35 +2,19 @@ import json
 
 import pytest
 
+from evalsuite.backends.scripted import ScriptedBackend
 from evalsuite.cli import main
 from evalsuite.commands.rescore import rescore
 from evalsuite.config import RunConfig
 from evalsuite.errors import UsageError
 from evalsuite.runner import run
-from evalsuite.types import Generation, Timings
-
-
-class Scripted:
-    """'The answer is 18' for every request: right only for test-0 (gold 18)."""
-
-    name = "scripted"
-
-    def generate(self, requests):
-        return [Generation("so... The answer is 18", "stop", output_tokens=7, timings=Timings(e2e_s=0.5 + i))
-                for i, _ in enumerate(requests)]
-
-    def describe(self):
-        return {"backend": self.name, "engine": {}}
-
-    def close(self):
-        pass
 
 
 @pytest.fixture
 def finished(tmp_path, gsm8k_data_dir, embedded_model):
     config = RunConfig(tasks=("gsm8k",), model=embedded_model, limit=5, batch_size=2, data_dir=str(gsm8k_data_dir),
                        output_dir=tmp_path / "results", run_id="r", cache=False)
-    return run(config, progress=False, backend=Scripted())
+    return run(config, progress=False, backend=ScriptedBackend(outputs={"*": "so... The answer is 18"}))
 
 
 def test_rescore_of_a_finished_run_reproduces_its_aggregates(finished):

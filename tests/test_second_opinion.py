@@ -9,9 +9,10 @@ import threading
 
 import pytest
 
+from evalsuite.backends.scripted import ScriptedBackend
 from evalsuite.scoring import second_opinion as mv
 from evalsuite.scoring.equations import VerifierPool
-from evalsuite.types import Generation, SampleRecord, Score, Timings
+from evalsuite.types import SampleRecord, Score, Timings
 
 
 @pytest.fixture(scope="module")
@@ -100,24 +101,6 @@ def test_agreement_counts_only_comparable_verdicts():
     assert mv.agreement([_record("g", 1.0, None)], "row") is None
 
 
-class Scripted:
-    """Answers from a table keyed by sample id."""
-
-    name = "scripted"
-
-    def __init__(self, answers):
-        self.answers = answers
-
-    def generate(self, requests):
-        return [Generation(self.answers.get(r.sample_id, "no idea"), "stop") for r in requests]
-
-    def describe(self):
-        return {"backend": self.name, "engine": {}}
-
-    def close(self):
-        pass
-
-
 def test_a_run_records_math_verify_and_the_report_lists_disagreements(tmp_path, gsm8k_data_dir):
     from evalsuite.config import RunConfig
     from evalsuite.report import write_report
@@ -137,7 +120,7 @@ def test_a_run_records_math_verify_and_the_report_lists_disagreements(tmp_path, 
     config = RunConfig(tasks=("gsm8k", "equations"), model=str(model), limit=3, data_dir=str(gsm8k_data_dir),
                        output_dir=tmp_path / "results", run_id="r", cache=False,
                        task_args={"equations": {"count": 1, "families": "linear", "workers": 1}})
-    result = run(config, progress=False, backend=Scripted(answers))
+    result = run(config, progress=False, backend=ScriptedBackend(outputs={**answers, "*": "no idea"}))
 
     metrics = json.loads((result.run_dir / "run.json").read_text())["metrics"]
     g = metrics["gsm8k"]["math_verify"]

@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any, Protocol, runtime_checkable
 
+from evalsuite.cache import chat_template_sha256  # noqa: F401 -- the one digest, re-exported for backends
 from evalsuite.types import Generation, GenerationRequest, Message
 
 
@@ -49,14 +50,3 @@ def render_prompt(tokenizer: Any, prompt) -> tuple[str, list[int]]:
         messages_to_dicts(prompt), tokenize=False, add_generation_prompt=True
     )
     return text, tokenizer.encode(text, add_special_tokens=False)
-
-
-def chat_template_sha256(tokenizer: Any) -> str | None:
-    import hashlib
-
-    template = getattr(tokenizer, "chat_template", None)
-    if not template:
-        return None
-    if not isinstance(template, str):
-        template = repr(template)
-    return hashlib.sha256(template.encode()).hexdigest()

@@ -83,7 +83,7 @@ def vllm_backend(
         return VLLMBackend(model, tensor_parallel_size=tensor_parallel_size, **kwargs)
     from evalsuite.backends.vllm_dp import DataParallelVLLM
 
-    return DataParallelVLLM(model, data_parallel_size, tensor_parallel_size, on_cpu=_on_cpu(), **kwargs)
+    return DataParallelVLLM(VLLMBackend, model, data_parallel_size, tensor_parallel_size, on_cpu=_on_cpu(), **kwargs)
 
 
 class VLLMBackend:

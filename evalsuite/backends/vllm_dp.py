@@ -3,7 +3,8 @@
 ``--data-parallel-size N`` starts N worker processes; replica ``r`` sees only the
 GPUs ``r*tp .. (r+1)*tp - 1`` (``CUDA_VISIBLE_DEVICES``), or on a CPU host only the
 cores ``r*tp .. (r+1)*tp - 1`` (``VLLM_CPU_OMP_THREADS_BIND``), and builds its own
-:class:`~evalsuite.backends.vllm.VLLMBackend` with tensor parallelism ``tp``. A
+:class:`~evalsuite.backends.vllm.VLLMBackend` (passed in as ``engine``, so this
+module does not import the one that builds it) with tensor parallelism ``tp``. A
 batch is dealt out by request index (request ``i`` to replica ``i mod N``); the
 replicas generate at the same time and the results come back in request order.
 Greedy outputs do not depend on N (per-request seeds make sampled ones not depend
@@ -14,7 +15,7 @@ from __future__ import annotations
 
 import multiprocessing
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from evalsuite.types import Generation, GenerationRequest
@@ -28,12 +29,10 @@ def replica_env(rank: int, tensor_parallel_size: int, on_cpu: bool) -> dict[str,
     return {"CUDA_VISIBLE_DEVICES": ",".join(devices)}
 
 
-def _serve(conn, model: str, kwargs: dict[str, Any], env: dict[str, str]) -> None:
+def _serve(conn, engine: Callable[..., Any], model: str, kwargs: dict[str, Any], env: dict[str, str]) -> None:
     os.environ.update(env)
-    from evalsuite.backends.vllm import VLLMBackend
-
     try:
-        backend = VLLMBackend(model, **kwargs)
+        backend = engine(model, **kwargs)
     except BaseException as e:  # noqa: BLE001 (any start-up failure is reported to the parent, which raises it)
         conn.send(("error", f"{type(e).__name__}: {e}"))
         return
@@ -50,21 +49,22 @@ def _serve(conn, model: str, kwargs: dict[str, Any], env: dict[str, str]) -> Non
 class DataParallelVLLM:
     """``data_parallel_size`` vLLM engines behind the backend protocol.
 
-    Raises RuntimeError naming the replica when one fails to start; the others are
-    stopped first.
+    ``engine`` builds one replica's backend in its worker process (a top-level class,
+    pickled by reference under ``spawn``). Raises RuntimeError naming the replica
+    when one fails to start; the others are stopped first.
     """
 
     name = "vllm"
 
-    def __init__(self, model: str, data_parallel_size: int, tensor_parallel_size: int = 1,
-                 on_cpu: bool = False, **kwargs: Any) -> None:
+    def __init__(self, engine: Callable[..., Any], model: str, data_parallel_size: int,
+                 tensor_parallel_size: int = 1, on_cpu: bool = False, **kwargs: Any) -> None:
         ctx = multiprocessing.get_context("spawn")
         self.size = data_parallel_size
         self._workers = []
         for rank in range(data_parallel_size):
             parent, child = ctx.Pipe()
             env = replica_env(rank, tensor_parallel_size, on_cpu)
-            process = ctx.Process(target=_serve, args=(child, model, {**kwargs, "tensor_parallel_size": tensor_parallel_size}, env),
+            process = ctx.Process(target=_serve, args=(child, engine, model, {**kwargs, "tensor_parallel_size": tensor_parallel_size}, env),
                                   name=f"evalsuite-dp{rank}")
             process.start()
             self._workers.append((process, parent, env))

@@ -35,6 +35,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
+from evalsuite.metrics import pass_at_k  # noqa: F401 -- re-exported: its home is evalsuite.metrics
 from evalsuite.sandbox import (
     CallJob,
     Limits,
@@ -331,23 +332,3 @@ def replay_check(prompt: str, test: str, entry_point: str, derived: DerivedTests
         text = str(e)
         return f"{type(e).__name__}: {text[:300]}" if text else type(e).__name__
     return None
-
-
-def pass_at_k(n: int, c: int, k: int) -> float | None:
-    """Unbiased estimate of pass@k from ``n`` samples of which ``c`` passed.
-
-    ``1 - C(n-c, k) / C(n, k)`` (Chen et al., 2021, "Evaluating Large Language
-    Models Trained on Code", arXiv:2107.03374, eq. 1), in its numerically stable
-    product form ``1 - prod_{i=n-c+1}^{n} (1 - k/i)``. ``None`` when ``k > n``
-    (not estimable). Raises ValueError unless ``0 <= c <= n`` and ``k >= 1``.
-    """
-    if k < 1 or n < 0 or not 0 <= c <= n:
-        raise ValueError(f"pass@k needs k >= 1 and 0 <= c <= n, got n={n}, c={c}, k={k}")
-    if k > n:
-        return None
-    if n - c < k:
-        return 1.0
-    product = 1.0
-    for i in range(n - c + 1, n + 1):
-        product *= 1.0 - k / i
-    return 1.0 - product

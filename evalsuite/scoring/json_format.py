@@ -39,6 +39,8 @@ from fractions import Fraction
 from functools import lru_cache
 from typing import Any
 
+from evalsuite.scoring.normalize import bracket_pairs, outside_json_strings
+
 UNORDERED = "x-unordered"
 
 _FENCE_RE = re.compile(r"```[ \t]*([A-Za-z0-9_+-]*)[ \t]*\r?\n(.*?)```", re.DOTALL)
@@ -67,18 +69,8 @@ def nesting_depth(text: str) -> int:
     """The deepest nesting of ``[``/``{`` in ``text``, brackets inside JSON strings
     not counted; linear in the length of ``text``, with no recursion."""
     depth = deepest = 0
-    in_string = escaped = False
-    for ch in text:
-        if in_string:
-            if escaped:
-                escaped = False
-            elif ch == "\\":
-                escaped = True
-            elif ch == '"':
-                in_string = False
-        elif ch == '"':
-            in_string = True
-        elif ch in "[{":
+    for _, ch in outside_json_strings(text):
+        if ch in "[{":
             depth += 1
             deepest = max(deepest, depth)
         elif ch in "]}":
@@ -164,25 +156,8 @@ def first_balanced_object(output: str) -> str | None:
     start = output.find("{")
     if start < 0:
         return None
-    depth, in_string, escaped = 0, False, False
-    for i in range(start, len(output)):
-        ch = output[i]
-        if in_string:
-            if escaped:
-                escaped = False
-            elif ch == "\\":
-                escaped = True
-            elif ch == '"':
-                in_string = False
-        elif ch == '"':
-            in_string = True
-        elif ch == "{":
-            depth += 1
-        elif ch == "}":
-            depth -= 1
-            if depth == 0:
-                return output[start : i + 1]
-    return None
+    end = bracket_pairs(output[start:], json_strings=True).get(0)
+    return None if end is None else output[start : start + end + 1]
 
 
 def lenient_parse(output: str) -> Parsed:

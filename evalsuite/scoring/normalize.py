@@ -65,15 +65,18 @@ from __future__ import annotations
 
 import re
 import unicodedata
+from collections.abc import Iterator
 
 __all__ = [
     "UNICODE_MAP",
+    "bracket_pairs",
     "canonical_decimal",
     "join_digit_groups",
     "last_boxed",
     "match_key",
     "normalize_text",
     "normalize_unicode",
+    "outside_json_strings",
     "unbox",
 ]
 
@@ -202,11 +205,36 @@ def match_key(text: str) -> tuple[str, ...]:
 # ---------------------------------------------------------------------------
 # Braces
 
-def _closing(text: str) -> dict[int, int]:
-    """Every ``{`` that closes, mapped to its ``}``: one pass, a stack, no recursion."""
+def outside_json_strings(text: str) -> Iterator[tuple[int, str]]:
+    """``(index, character)`` of every character of ``text`` outside JSON strings
+    (double quotes, backslash escapes; the quotes themselves left out): what a
+    bracket counter reads in JSON text."""
+    in_string = escaped = False
+    for j, ch in enumerate(text):
+        if in_string:
+            if escaped:
+                escaped = False
+            elif ch == "\\":
+                escaped = True
+            elif ch == '"':
+                in_string = False
+        elif ch == '"':
+            in_string = True
+        else:
+            yield j, ch
+
+
+def bracket_pairs(text: str, json_strings: bool = False) -> dict[int, int]:
+    """Every ``{`` of ``text`` that closes, mapped to the index of its ``}``: the one
+    bracket matcher of evalsuite (LaTeX groups, JSON objects). One pass, a stack,
+    no recursion, so any nesting depth is safe.
+
+    ``json_strings``: braces inside JSON strings (:func:`outside_json_strings`) are
+    text, not brackets. A ``}`` with no open ``{`` is ignored.
+    """
     stack: list[int] = []
     pairs: dict[int, int] = {}
-    for j, ch in enumerate(text):
+    for j, ch in outside_json_strings(text) if json_strings else enumerate(text):
         if ch == "{":
             stack.append(j)
         elif ch == "}" and stack:
@@ -221,7 +249,7 @@ def last_boxed(text: str) -> str | None:
     """Contents of the last ``\\boxed{...}`` (or ``\\fbox``) whose braces close; None if none."""
     if "box" not in text:
         return None
-    pairs = _closing(text)
+    pairs = bracket_pairs(text)
     for m in reversed(list(_BOXED_RE.finditer(text))):
         end = pairs.get(m.end() - 1)
         if end is not None:
@@ -234,7 +262,7 @@ def unbox(text: str) -> str:
     is dropped. Linear in the length of the text (no recursion)."""
     if "box" not in text:
         return text
-    pairs = _closing(text)
+    pairs = bracket_pairs(text)
     cuts = []  # (start, stop) spans to delete: each "\boxed{" and its closing brace
     for m in _BOXED_RE.finditer(text):
         cuts.append((m.start(), m.end()))
