@@ -20,6 +20,19 @@ output tokens/s, and the whole command's wall (s, process start to exit). The
 verdict compares the default row with the best row of each figure as a ratio
 (target: default <= 1.10 x best for generation wall and TTFT p50).
 
+Measured once (issue 15) on a 2-core Intel Xeon with AMX and avx512_bf16 (so the
+default is bfloat16, eager), shared with other jobs; 8 prompts:
+
+    row                      dtype     eager  gen wall s TTFT p50 s out tok/s  whole s
+    default                  bfloat16  True         31.4       0.62      78.0     98.3
+    eager-bfloat16           bfloat16  True         30.5       0.67      80.4    108.1
+    eager-float32            float32   True         42.9       1.92      37.4     82.1
+    eager-float32-bind-all   float32   True         56.7       3.75      28.3     96.1
+
+default / best: generation wall 1.03, TTFT p50 1.00 (target <= 1.10). Binding the
+OpenMP threads to both cores cost 32% more generation wall than vLLM's ``auto``
+binding (which leaves one core to the engine's scheduler), so ``auto`` stays.
+
 Prints a table, then one JSON document. Start it under the machine lock:
 
     flock /tmp/evalsuite-engine.lock python benchmarks/bench_host_defaults.py

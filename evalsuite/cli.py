@@ -227,11 +227,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     if it is killed outright."""
     parser = build_parser()
     args = parser.parse_args(argv)
-    if argv is None:
-        from evalsuite import lifecycle
-
-        lifecycle.guard_process()
     try:
+        if argv is None:
+            from evalsuite import lifecycle
+
+            lifecycle.guard_process()
         return args.handler(args)
     except UsageError as e:
         print(f"evalsuite: error: {e}", file=sys.stderr)

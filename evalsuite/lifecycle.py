@@ -136,7 +136,7 @@ def _status(p) -> str | None:
 def stop_children(grace_s: float = 1.0) -> list[int]:
     """Stops every descendant of this process except the watchdog (see
     :func:`kill_processes`); returns the pids that survived."""
-    return kill_processes(descendants(exclude=_watchdog_pids()), grace_s)
+    return kill_processes(descendants(exclude=watchdog_pids()), grace_s)
 
 
 _state: dict = {"signals": 0, "watchdog": None, "timer": None}
@@ -147,7 +147,8 @@ def stopping() -> bool:
     return _state["signals"] > 0
 
 
-def _watchdog_pids() -> list[int]:
+def watchdog_pids() -> list[int]:
+    """The watchdog's pid (a list: empty where none was started)."""
     w = _state["watchdog"]
     return [w.pid] if w is not None else []
 
@@ -155,7 +156,7 @@ def _watchdog_pids() -> list[int]:
 def _hard_stop(code: int) -> None:
     """SIGKILLs every descendant and exits without unwinding (no more waiting)."""
     try:
-        kill_processes(descendants(exclude=_watchdog_pids()))
+        kill_processes(descendants(exclude=watchdog_pids()))
     finally:
         try:
             sys.stderr.write("evalsuite: stopped\n")

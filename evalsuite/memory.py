@@ -41,12 +41,16 @@ def gpu_used_bytes(handles: list[Any]) -> list[int]:
 
 
 def process_tree_rss(pid: int | None = None) -> int:
-    """Resident set size in bytes of a process and all its descendants."""
+    """Resident set size in bytes of a process and all its descendants (the stop
+    watchdog of :mod:`evalsuite.lifecycle` left out: it is not part of the run)."""
     import psutil
 
+    from evalsuite.lifecycle import watchdog_pids
+
     root = psutil.Process(pid or os.getpid())
+    skip = set(watchdog_pids())
     total = 0
-    for proc in [root, *root.children(recursive=True)]:
+    for proc in [root, *(c for c in root.children(recursive=True) if c.pid not in skip)]:
         try:
             total += proc.memory_info().rss
         except (psutil.NoSuchProcess, psutil.AccessDenied):

@@ -91,11 +91,12 @@ def served(tmp_path):
         server.wait()
 
 
-def start_run(url: str, model: Path, out: Path, task: str, *extra: str) -> subprocess.Popen:
+def start_run(url: str, model: Path, out: Path, task: str, *extra: str, new_session: bool = False) -> subprocess.Popen:
     cmd = [sys.executable, "-m", "evalsuite.cli", "run", "--tasks", task, "--backend", "openai",
            "--base-url", url, "--model", str(model), "--max-concurrency", "2", "--limit", "40",
            "--output-dir", str(out), "--run-id", "r", "--no-progress", "--no-cache", *extra]
-    return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env())
+    return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env(),
+                            start_new_session=new_session)
 
 
 def wait_for_samples(proc: subprocess.Popen, samples: Path, at_least: int, workers: int) -> list[int]:
@@ -113,16 +114,23 @@ def wait_for_samples(proc: subprocess.Popen, samples: Path, at_least: int, worke
 
 
 @pytest.mark.timeout(300)
-@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT, signal.SIGHUP], ids=lambda s: s.name)
-def test_a_stop_signal_ends_every_process_and_marks_the_run_interrupted(tmp_path, served, sig):
+@pytest.mark.parametrize(("sig", "group"), [(signal.SIGTERM, False), (signal.SIGINT, False),
+                                           (signal.SIGHUP, False), (signal.SIGINT, True)],
+                         ids=["SIGTERM", "SIGINT", "SIGHUP", "Ctrl-C"])
+def test_a_stop_signal_ends_every_process_and_marks_the_run_interrupted(tmp_path, served, sig, group):
+    """``group``: the signal goes to the whole process group, as Ctrl-C on a terminal
+    sends it (the verifier workers and vLLM's processes get it too)."""
     url, model = served
     out = tmp_path / "results"
-    proc = start_run(url, model, out, "equations")
+    proc = start_run(url, model, out, "equations", new_session=group)
     samples = out / "r" / "samples.jsonl"
     try:
         pids = wait_for_samples(proc, samples, at_least=4, workers=1)
         before = samples.read_text().splitlines()
-        proc.send_signal(sig)
+        if group:
+            os.killpg(proc.pid, sig)
+        else:
+            proc.send_signal(sig)
         left = wait_gone(pids)
         code = proc.wait(timeout=5)
     finally:
@@ -203,7 +211,7 @@ HANDLER_SCRIPT = textwrap.dedent("""
     child = __import__("subprocess").Popen([sys.executable, "-c",
         "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); time.sleep(600)"])
     try:
-        print(child.pid, flush=True)  # inside the try: a signal right after it is the unwinding's
+        print(child.pid, flush=True)  # inside the try: the test signals as soon as it reads this
         time.sleep(600)
     except KeyboardInterrupt:
         time.sleep(600)  # an unwinding that hangs (an engine that does not shut down)
@@ -269,6 +277,32 @@ def test_the_watchdog_kills_what_a_killed_parent_left():
         assert child in pids and len(pids) == 3  # the script, the watchdog, the child
         proc.send_signal(signal.SIGKILL)
         assert wait_gone(pids, 5) == []
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+LAUNCHED_SCRIPT = textwrap.dedent("""
+    import subprocess, sys, time
+    from evalsuite.lifecycle import parent_death_argv
+    # As evalsuite.serving starts a managed `vllm serve`: its own session, argv through the launcher.
+    child = subprocess.Popen(parent_death_argv(["sleep", "600"]), start_new_session=True)
+    print(child.pid, flush=True)
+    time.sleep(600)
+""")
+
+
+@pytest.mark.timeout(60)
+def test_a_command_started_through_the_launcher_dies_with_its_parent():
+    proc = subprocess.Popen([sys.executable, "-c", LAUNCHED_SCRIPT], stdout=subprocess.PIPE, env=env())
+    try:
+        child = int(proc.stdout.readline())
+        deadline = time.monotonic() + 10
+        while psutil.Process(child).name() != "sleep" and time.monotonic() < deadline:
+            time.sleep(0.05)  # the launcher has exec'd the command: same pid, new program
+        assert psutil.Process(child).cmdline() == ["sleep", "600"]
+        proc.send_signal(signal.SIGKILL)
+        assert wait_gone([child], 5) == []
     finally:
         proc.kill()
         proc.wait()

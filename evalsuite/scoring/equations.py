@@ -34,6 +34,7 @@ import math
 import multiprocessing
 import os
 import re
+import signal
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -1129,6 +1130,8 @@ def _worker_main(conn, memory_mib: int, preload: tuple[str, ...] = (), parent_pi
     from evalsuite.lifecycle import set_parent_death_signal
 
     set_parent_death_signal(parent_pid)  # a check must not outlive a killed harness (it may spin for minutes)
+    # Ctrl-C on the terminal reaches the whole process group; the harness decides when we end.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     try:
         import resource
 
