@@ -180,6 +180,21 @@ def test_a_fully_cached_batch_never_opens_the_backend(tmp_path):
     assert not cached.opened and cached.describe() is None
 
 
+def test_split_and_store_serve_a_stream_one_generation_at_a_time(tmp_path):
+    def must_not_open():
+        raise AssertionError("split and store never open the backend")
+
+    cache = ResponseCache(tmp_path / "c.sqlite")
+    cached = CachedBackend(must_not_open, "id", cache, "scripted")
+    assert cached.split([req("a"), req("b")]) == ({}, [0, 1])
+    cached.store(req("b"), Generation("echo b", "stop", output_tokens=2, timings=Timings(e2e_s=0.5, ttft_s=0.1)))
+    hits, misses = cached.split([req("a"), req("b"), req("c")])
+    assert misses == [0, 2] and list(hits) == [1]
+    assert hits[1].text == "echo b" and hits[1].output_tokens == 2
+    assert hits[1].timings == Timings()  # a hit was not timed in this run
+    assert (cached.hits, cached.misses) == (1, 4) and not cached.opened
+
+
 def test_without_a_cache_every_request_goes_to_the_backend():
     cached = CachedBackend(Scripted, "id", None, "scripted")
     cached.generate([req("a")])
