@@ -63,6 +63,43 @@ _SECTIONS = {"accuracy": {"max_drop", "alpha", "scorers", "resamples"},
              "memory": {"metrics", "max_increase"}}
 
 
+def _task_overrides(path: Path, values: Any) -> dict[str, dict[str, Any]]:
+    """The ``tasks`` section: per-task ``max_drop``/``alpha``/``max_increase``, each a
+    number >= 0; UsageError naming the task and key otherwise."""
+    if not isinstance(values, dict):
+        raise UsageError(f"{path}: 'tasks' maps task names to limits")
+    for name, override in values.items():
+        if override is not None and not isinstance(override, dict):
+            raise UsageError(f"{path}: tasks.{name} maps limit names to numbers")
+        for key, value in (override or {}).items():
+            if key not in ("max_drop", "alpha", "max_increase"):
+                raise UsageError(f"{path}: unknown key '{key}' in tasks.{name} (known: alpha, max_drop, max_increase)")
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
+                raise UsageError(f"{path}: tasks.{name}.{key} must be a number >= 0")
+    return {str(k): dict(v or {}) for k, v in values.items()}
+
+
+def _check_limits(path: Path, merged: Mapping[str, Any]) -> None:
+    """UsageError for a merged limit out of its range (negative limits, alpha outside
+    (0, 1], a latency metric that is not a percentile, ...)."""
+    for section, key in (("accuracy", "max_drop"), ("latency", "max_increase"), ("memory", "max_increase")):
+        if not isinstance(merged[section][key], (int, float)) or merged[section][key] < 0:
+            raise UsageError(f"{path}: {section}.{key} must be a number >= 0")
+    alpha, resamples = merged["accuracy"]["alpha"], merged["accuracy"]["resamples"]
+    if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not 0 < alpha <= 1:
+        raise UsageError(f"{path}: accuracy.alpha must be in (0, 1]")
+    if isinstance(resamples, bool) or not isinstance(resamples, int) or resamples < 1:
+        raise UsageError(f"{path}: accuracy.resamples must be a whole number >= 1")
+    if not isinstance(merged["latency"]["metric"], str) or not merged["latency"]["metric"].endswith(
+            ("_mean", "_p50", "_p90", "_p95", "_p99")):
+        raise UsageError(f"{path}: latency.metric names a percentile such as e2e_ms_p95 or ttft_ms_p50")
+    metrics = merged["memory"]["metrics"]
+    if not isinstance(metrics, list) or not all(isinstance(m, str) for m in metrics):
+        raise UsageError(f"{path}: memory.metrics is a list of figure names, e.g. [host_peak_rss_gib]")
+    if merged["accuracy"]["scorers"] not in ("primary", "all"):
+        raise UsageError(f"{path}: accuracy.scorers must be 'primary' or 'all'")
+
+
 def load_thresholds(path: str | Path | None) -> dict[str, Any]:
     """The thresholds file merged over :data:`DEFAULT_THRESHOLDS`.
 
@@ -88,17 +125,7 @@ def load_thresholds(path: str | Path | None) -> dict[str, Any]:
         raise UsageError(f"{path}: thresholds are a mapping with accuracy/latency/memory sections")
     for section, values in data.items():
         if section == "tasks":
-            if not isinstance(values, dict):
-                raise UsageError(f"{path}: 'tasks' maps task names to limits")
-            for name, override in values.items():
-                if override is not None and not isinstance(override, dict):
-                    raise UsageError(f"{path}: tasks.{name} maps limit names to numbers")
-                for key, value in (override or {}).items():
-                    if key not in ("max_drop", "alpha", "max_increase"):
-                        raise UsageError(f"{path}: unknown key '{key}' in tasks.{name} (known: alpha, max_drop, max_increase)")
-                    if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
-                        raise UsageError(f"{path}: tasks.{name}.{key} must be a number >= 0")
-            merged["tasks"] = {str(k): dict(v or {}) for k, v in values.items()}
+            merged["tasks"] = _task_overrides(path, values)
             continue
         if section not in _SECTIONS:
             raise UsageError(f"{path}: unknown section '{section}' (known: accuracy, latency, memory, tasks)")
@@ -110,22 +137,7 @@ def load_thresholds(path: str | Path | None) -> dict[str, Any]:
             raise UsageError(f"{path}: unknown key '{min(unknown)}' in '{section}' "
                              f"(known: {', '.join(sorted(_SECTIONS[section]))})")
         merged[section].update(values)
-    for section, key in (("accuracy", "max_drop"), ("latency", "max_increase"), ("memory", "max_increase")):
-        if not isinstance(merged[section][key], (int, float)) or merged[section][key] < 0:
-            raise UsageError(f"{path}: {section}.{key} must be a number >= 0")
-    alpha, resamples = merged["accuracy"]["alpha"], merged["accuracy"]["resamples"]
-    if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not 0 < alpha <= 1:
-        raise UsageError(f"{path}: accuracy.alpha must be in (0, 1]")
-    if isinstance(resamples, bool) or not isinstance(resamples, int) or resamples < 1:
-        raise UsageError(f"{path}: accuracy.resamples must be a whole number >= 1")
-    if not isinstance(merged["latency"]["metric"], str) or not merged["latency"]["metric"].endswith(
-            ("_mean", "_p50", "_p90", "_p95", "_p99")):
-        raise UsageError(f"{path}: latency.metric names a percentile such as e2e_ms_p95 or ttft_ms_p50")
-    metrics = merged["memory"]["metrics"]
-    if not isinstance(metrics, list) or not all(isinstance(m, str) for m in metrics):
-        raise UsageError(f"{path}: memory.metrics is a list of figure names, e.g. [host_peak_rss_gib]")
-    if merged["accuracy"]["scorers"] not in ("primary", "all"):
-        raise UsageError(f"{path}: accuracy.scorers must be 'primary' or 'all'")
+    _check_limits(path, merged)
     _check_thresholds_schema(data, path)
     return merged
 

@@ -133,6 +133,49 @@ def _read_yaml(path: Path) -> dict[str, Any]:
 REPLICA_OVERRIDES = ("ray_address", "replica_timeout", "data_parallel_size")
 
 
+def _suite_defaults(path: Path, suite: Any) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The suite's ``defaults`` (entry settings) and ``engine`` mappings, checked."""
+    from evalsuite.schemas import TaskEntry, check
+
+    defaults = _mapping(f"{path}: defaults", suite.defaults)
+    _check_keys(f"{path}: defaults", defaults, _ENTRY_KEYS - {"name", "id", "optional"})
+    check(TaskEntry, defaults, str(path), FIX, at="defaults")
+    engine_base = _mapping(f"{path}: engine", suite.engine)
+    _check_keys(f"{path}: engine", engine_base, _ENGINE_KEYS)
+    _engine(path, "engine", {}, engine_base)
+    return defaults, engine_base
+
+
+def _entry_config(path: Path, i: int, entry: Any, entry_id: str, suite: Any, over: Mapping[str, Any], backend: str,
+                  backend_args: Mapping[str, Any], engine_base: Mapping[str, Any]) -> RunConfig:
+    """The RunConfig of task entry ``i``: its own settings over the suite's, and the
+    command line's ``over`` (model, data_dir, limit, label) over both."""
+    args = entry.args or {}
+    name = entry.name
+    return RunConfig(
+        tasks=(name,),
+        model=over.get("model", suite.model),
+        backend=backend,
+        limit=over.get("limit", entry.limit),
+        num_fewshot=entry.num_fewshot,
+        data_dir=over.get("data_dir", suite.data_dir),
+        max_tokens=entry.max_tokens,
+        temperature=entry.temperature,
+        top_p=entry.top_p,
+        seed=entry.seed if entry.seed is not None else suite.seed,
+        system_prompt=entry.system_prompt,
+        batch_size=suite.batch_size,
+        run_id=entry_id,
+        engine=_engine(path, f"tasks[{i}].engine", engine_base, _mapping(f"{path}: tasks[{i}]: engine", entry.engine)),
+        task_args={name: args} if args else {},
+        num_samples=entry.num_samples,
+        allow_unsandboxed=entry.allow_unsandboxed,
+        backend_args={k: tuple(v) if k == "base_urls" else v for k, v in backend_args.items()},
+        max_error_rate=suite.max_error_rate,
+        label=over.get("label", suite.label),
+    )
+
+
 def read_suite(path: str | Path, overrides: Mapping[str, Any] | None = None) -> Suite:
     """Reads and checks a suite file.
 
@@ -158,12 +201,7 @@ def read_suite(path: str | Path, overrides: Mapping[str, Any] | None = None) -> 
     over = {k: v for k, v in (overrides or {}).items() if v is not None}
     if not isinstance(suite.tasks, list) or not suite.tasks:
         raise UsageError(f"{path}: 'tasks' must be a non-empty list of task entries")
-    defaults = _mapping(f"{path}: defaults", suite.defaults)
-    _check_keys(f"{path}: defaults", defaults, _ENTRY_KEYS - {"name", "id", "optional"})
-    check(TaskEntry, defaults, str(path), FIX, at="defaults")
-    engine_base = _mapping(f"{path}: engine", suite.engine)
-    _check_keys(f"{path}: engine", engine_base, _ENGINE_KEYS)
-    _engine(path, "engine", {}, engine_base)
+    defaults, engine_base = _suite_defaults(path, suite)
     backend = over.get("backend", suite.backend)
     backends.get(backend)  # an unknown backend: "did you mean"
     backend_args = suite.backend_args.model_dump(exclude_none=True) if suite.backend_args else {}
@@ -192,29 +230,7 @@ def read_suite(path: str | Path, overrides: Mapping[str, Any] | None = None) -> 
         if entry_id in seen:
             raise UsageError(f"{where}: duplicate entry id '{entry_id}' (give each entry its own 'id')")
         seen.add(entry_id)
-        args = entry.args or {}
-        configs.append(RunConfig(
-            tasks=(name,),
-            model=over.get("model", suite.model),
-            backend=backend,
-            limit=over.get("limit", entry.limit),
-            num_fewshot=entry.num_fewshot,
-            data_dir=over.get("data_dir", suite.data_dir),
-            max_tokens=entry.max_tokens,
-            temperature=entry.temperature,
-            top_p=entry.top_p,
-            seed=entry.seed if entry.seed is not None else suite.seed,
-            system_prompt=entry.system_prompt,
-            batch_size=suite.batch_size,
-            run_id=entry_id,
-            engine=_engine(path, f"tasks[{i}].engine", engine_base, _mapping(f"{where}: engine", entry.engine)),
-            task_args={name: args} if args else {},
-            num_samples=entry.num_samples,
-            allow_unsandboxed=entry.allow_unsandboxed,
-            backend_args={k: tuple(v) if k == "base_urls" else v for k, v in backend_args.items()},
-            max_error_rate=suite.max_error_rate,
-            label=over.get("label", suite.label),
-        ))
+        configs.append(_entry_config(path, i, entry, entry_id, suite, over, backend, backend_args, engine_base))
     if not configs:
         raise UsageError(f"{path}: none of the suite's tasks is installed (skipped: {', '.join(skipped)})")
     return Suite(name=str(suite.name or path.stem), path=path, configs=tuple(configs),

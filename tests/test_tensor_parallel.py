@@ -37,7 +37,7 @@ def _greedy_outputs(model: Path, tensor_parallel_size: int, binding: str) -> lis
 @pytest.fixture(scope="module")
 def miniature(tmp_path_factory) -> Path:
     pytest.importorskip("transformers")
-    from evalsuite.miniature import build_miniature
+    from miniature import build_miniature
 
     return build_miniature(tmp_path_factory.mktemp("miniature") / "qwen2-mini", seed=0)
 
@@ -57,7 +57,7 @@ def test_miniature_is_qwen2_gqa_with_qkv_bias_and_even_head_counts(miniature):
 
 
 def test_miniature_weights_depend_only_on_the_seed(miniature, tmp_path):
-    from evalsuite.miniature import build_miniature
+    from miniature import build_miniature
 
     def digest(d: Path) -> str:
         return hashlib.sha256((d / "model.safetensors").read_bytes()).hexdigest()

@@ -27,7 +27,7 @@ def add_parser(subparsers) -> None:
 
 
 def cmd_rescore(args: argparse.Namespace) -> int:
-    from evalsuite.cli import format_summary
+    from evalsuite.summary import format_summary
 
     metrics, changed = rescore(args.run_dir)
     print(format_summary(metrics))
@@ -42,12 +42,10 @@ def rescore(run_dir: Path) -> tuple[dict[str, Any], int]:
     Raises UsageError for a directory that is not a finished run, or whose records
     name a task or sample the task no longer has.
     """
-    from evalsuite.guard import record_and_line
     from evalsuite.models import ModelRef
     from evalsuite.results import SCHEMA_VERSION, write_json_atomic
     from evalsuite.resume import config_from_dict, load_run, repair_samples
-    from evalsuite.runner import aggregate, build_requests, in_request_order, load_tasks, score
-    from evalsuite.types import GenerationRequest, SamplingParams
+    from evalsuite.runner import load_tasks
 
     run_dir = Path(run_dir)
     run = load_run(run_dir)
@@ -71,39 +69,53 @@ def rescore(run_dir: Path) -> tuple[dict[str, Any], int]:
     changed = 0
     old_metrics = run.get("metrics") or {}
     for name, task in tasks.items():
-        dicts = by_task.get(name, [])
-        ids = {s.id for s in task.samples}
-        missing = next((d["sample_id"] for d in dicts if d["sample_id"] not in ids), None)
-        if missing is not None:
-            raise UsageError(f"sample {missing!r} of task {name!r} is not in the task's data any more")
-        requests = [GenerationRequest(name, d["sample_id"], d.get("prompt", ""), SamplingParams(), d.get("repeat", 0))
-                    for d in dicts]
-        generations = [stored_generation(d) for d in dicts]
-        records = score(task, requests, generations)
-        for i, (d, r) in enumerate(zip(dicts, records)):
-            r, line = record_and_line(r)
-            records[i] = r
-            changed += sum(d.get("verdicts", {}).get(k) != s.value for k, s in r.scores.items())
-            new_lines[(r.task, r.sample_id, r.repeat)] = line
-        ordered = in_request_order(build_requests(task, config), records)
         old_perf = (old_metrics.get(name) or {}).get("performance") or {}
-        wall_s = old_perf.get("wall_s") or 0.0
-        metrics[name] = aggregate(task, ordered, wall_s)
-        metrics[name]["performance"] = {**old_perf, **metrics[name]["performance"]}
-        if task.write_artifacts is not None:
-            task.write_artifacts(ordered, run_dir)
-
-    samples = run_dir / "samples.jsonl"
-    tmp = samples.with_name(f".{samples.name}.rescore.tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
-        for d in stored:
-            key = (d["task"], d["sample_id"], d.get("repeat", 0))
-            f.write(new_lines[key] + "\n")
-    tmp.replace(samples)
+        metrics[name], lines, n = _rescore_task(task, by_task.get(name, []), config, old_perf, run_dir)
+        new_lines.update(lines)
+        changed += n
+    _rewrite_samples(run_dir / "samples.jsonl", stored, new_lines)
     run = {k: v for k, v in run.items() if k != "schema_version"}
     write_json_atomic(run_dir / "run.json", {"schema_version": SCHEMA_VERSION, **run, "metrics": metrics,
                                              "rescored_at": time.time()})
     return metrics, changed
+
+
+def _rescore_task(task: Any, dicts: list[dict[str, Any]], config: Any, old_perf: dict[str, Any],
+                  run_dir: Path) -> tuple[dict[str, Any], dict[tuple[str, str, int], str], int]:
+    """One task's stored records scored again: ``(metrics, new samples.jsonl lines by
+    record key, verdicts changed)``; its artifacts are written again. The stored
+    performance figures are kept (nothing was generated)."""
+    from evalsuite.guard import record_and_line
+    from evalsuite.runner import aggregate, build_requests, in_request_order, score
+    from evalsuite.types import GenerationRequest, SamplingParams
+
+    ids = {s.id for s in task.samples}
+    missing = next((d["sample_id"] for d in dicts if d["sample_id"] not in ids), None)
+    if missing is not None:
+        raise UsageError(f"sample {missing!r} of task {task.name!r} is not in the task's data any more")
+    requests = [GenerationRequest(task.name, d["sample_id"], d.get("prompt", ""), SamplingParams(), d.get("repeat", 0))
+                for d in dicts]
+    records = score(task, requests, [stored_generation(d) for d in dicts])
+    lines, changed = {}, 0
+    for i, (d, r) in enumerate(zip(dicts, records)):
+        r, line = record_and_line(r)
+        records[i] = r
+        changed += sum(d.get("verdicts", {}).get(k) != s.value for k, s in r.scores.items())
+        lines[(r.task, r.sample_id, r.repeat)] = line
+    ordered = in_request_order(build_requests(task, config), records)
+    metrics = aggregate(task, ordered, old_perf.get("wall_s") or 0.0)
+    metrics["performance"] = {**old_perf, **metrics["performance"]}
+    if task.write_artifacts is not None:
+        task.write_artifacts(ordered, run_dir)
+    return metrics, lines, changed
+
+
+def _rewrite_samples(samples: Path, stored: list[dict[str, Any]], new_lines: dict[tuple[str, str, int], str]) -> None:
+    """``samples.jsonl`` replaced (write, then rename) by the new lines, in the stored order."""
+    tmp = samples.with_name(f".{samples.name}.rescore.tmp")
+    with open(tmp, "w", encoding="utf-8") as f:
+        f.writelines(new_lines[(d["task"], d["sample_id"], d.get("repeat", 0))] + "\n" for d in stored)
+    tmp.replace(samples)
 
 
 def stored_generation(d: dict[str, Any]) -> Generation:

@@ -674,6 +674,51 @@ def _mentions(tokens: list[_Tok], variables: Sequence[str]) -> bool:
                for t in tokens)
 
 
+def _claimed_names(lhs: list[list[_Tok]], variables: Sequence[str], limits: Limits) -> list:
+    """The unknowns the left sides of an ``=`` chain name (a name, or a tuple of names);
+    a side that is working shown (``5 + 6 = 11``) is parsed and left out. ParseError
+    when a side is neither (or, with several unknowns, is not a name)."""
+    names = []
+    for side in lhs:
+        inner = _elements(side) if _enclosed(side) else None
+        name = tuple(_variable_name(e) for e in inner) if inner is not None else _variable_name(side)
+        if name is not None and not (isinstance(name, tuple) and None in name):
+            names.append(name)
+        elif len(variables) > 1 or _mentions(side, variables):
+            raise ParseError("left side of '=' is not a variable")
+        else:  # working shown in a chain ("5 + 6 = 11"): a closed value, not a claim
+            _Parser(side, limits).parse()
+    return names
+
+
+def _system_member(member: list[_Tok], names: list, variables: Sequence[str], limits: Limits,
+                   solutions: list[tuple[sympy.Expr, ...]], pending: dict[str, sympy.Expr]) -> None:
+    """One member of a system's answer: a whole tuple (appended to ``solutions``, in
+    the order its names give) or one named value (kept in ``pending`` until every
+    unknown has one, then appended). ParseError for anything else."""
+    n = len(variables)
+    tuple_names = next((nm for nm in names if isinstance(nm, tuple)), None)
+    inner = _elements(member) if _enclosed(member) else None
+    if inner is not None:
+        if len(inner) != n:
+            raise ParseError(f"tuple of {len(inner)} values for {n} unknowns")
+        values = [_Parser(p, limits).parse() for p in inner]
+        order = list(tuple_names) if tuple_names and set(tuple_names) == set(variables) else list(variables)
+        by_name = dict(zip(order, values))
+        solutions.append(tuple(by_name[v] for v in variables))
+    elif names and isinstance(names[0], str) and names[0] in variables:
+        (value,) = [_Parser(member, limits).parse()]
+        if names[0] in pending:
+            raise ParseError(f"{names[0]} assigned twice before the tuple was complete")
+        pending[names[0]] = value
+        if len(pending) == n:
+            solutions.append(tuple(pending[v] for v in variables))
+            pending.clear()
+    else:
+        _Parser(member, limits).parse()  # an over-cap value is unverifiable, not merely unread
+        raise ParseError("a system's answer needs a tuple or named values")
+
+
 def parse_answer(segment: str, variables: Sequence[str], limits: Limits = Limits()) -> list[tuple[sympy.Expr, ...]]:
     """The solutions an answer segment claims, each a tuple over ``variables``.
 
@@ -705,16 +750,7 @@ def parse_answer(segment: str, variables: Sequence[str], limits: Limits = Limits
         if not sides:
             raise ParseError("empty item")
         lhs, rhs = sides[:-1], sides[-1]
-        names = []
-        for side in lhs:
-            inner = _elements(side) if _enclosed(side) else None
-            name = tuple(_variable_name(e) for e in inner) if inner is not None else _variable_name(side)
-            if name is not None and not (isinstance(name, tuple) and None in name):
-                names.append(name)
-            elif n > 1 or _mentions(side, variables):
-                raise ParseError("left side of '=' is not a variable")
-            else:  # working shown in a chain ("5 + 6 = 11"): a closed value, not a claim
-                _Parser(side, limits).parse()
+        names = _claimed_names(lhs, variables, limits)
         if n > 1 and _enclosed(rhs) and rhs[0].text != "{":
             members = [rhs]  # one solution tuple
         else:
@@ -727,27 +763,8 @@ def parse_answer(segment: str, variables: Sequence[str], limits: Limits = Limits
                     for value in _values(part, limits):
                         solutions.extend([(value,)] * count)
             continue
-        tuple_names = next((nm for nm in names if isinstance(nm, tuple)), None)
         for member in members:
-            inner = _elements(member) if _enclosed(member) else None
-            if inner is not None:
-                if len(inner) != n:
-                    raise ParseError(f"tuple of {len(inner)} values for {n} unknowns")
-                values = [_Parser(p, limits).parse() for p in inner]
-                order = list(tuple_names) if tuple_names and set(tuple_names) == set(variables) else list(variables)
-                by_name = dict(zip(order, values))
-                solutions.append(tuple(by_name[v] for v in variables))
-            elif names and isinstance(names[0], str) and names[0] in variables:
-                (value,) = [_Parser(member, limits).parse()]
-                if names[0] in pending:
-                    raise ParseError(f"{names[0]} assigned twice before the tuple was complete")
-                pending[names[0]] = value
-                if len(pending) == n:
-                    solutions.append(tuple(pending[v] for v in variables))
-                    pending = {}
-            else:
-                _Parser(member, limits).parse()  # an over-cap value is unverifiable, not merely unread
-                raise ParseError("a system's answer needs a tuple or named values")
+            _system_member(member, names, variables, limits, solutions, pending)
     if pending:
         raise ParseError(f"values missing for {sorted(set(variables) - set(pending))}")
     return solutions
