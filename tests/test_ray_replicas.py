@@ -277,3 +277,17 @@ def test_a_replica_killed_mid_run_loses_nothing(ray_replicas, single_engine_reco
     assert [(f["replica"], f["kind"]) for f in run["replica_failures"]] == [(victim, "lost")]
     assert str(pid) in run["replica_failures"][0]["error"]
     assert wall < 300  # bounded: the survivor finishes everything; no wait on the dead actor
+
+
+def test_an_address_where_no_cluster_answers_is_one_line(tmp_path, gsm8k_data_dir):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # closed again: nothing listens there
+    start = time.perf_counter()
+    out = subprocess.run([sys.executable, "-m", "evalsuite.cli", "run", "--tasks", "gsm8k", "--limit", "2",
+                          "--data-dir", str(gsm8k_data_dir), "--output-dir", str(tmp_path), "--no-progress",
+                          "--ray-address", f"127.0.0.1:{port}"], capture_output=True, text=True, check=False)
+    assert out.returncode == 2
+    assert f"no Ray cluster answers at --ray-address 127.0.0.1:{port}" in out.stderr
+    assert "Traceback" not in out.stderr
+    assert time.perf_counter() - start < 60  # ray.init alone would retry for minutes
