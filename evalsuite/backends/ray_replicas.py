@@ -120,12 +120,33 @@ class RayReplica:
             pass  # already gone
 
 
+PROBE_TIMEOUT_S = 10.0  # seconds to reach a cluster's port before ray.init (which retries for minutes)
+
+
+def probe(address: str, timeout_s: float = PROBE_TIMEOUT_S) -> None:
+    """ConnectionError unless ``host:port`` (or ``ray://host:port``) accepts a TCP
+    connection within ``timeout_s`` seconds; ``auto`` is left to ray.init, which
+    fails at once when no cluster was started on this host."""
+    import socket
+
+    if address == "auto":
+        return
+    host, _, port = address.removeprefix("ray://").rpartition(":")
+    if not host or not port.isdigit():
+        raise ConnectionError(f"expected host:port, ray://host:port or auto, got {address!r}")
+    try:
+        socket.create_connection((host, int(port)), timeout=timeout_s).close()
+    except OSError as e:
+        raise ConnectionError(f"{host}:{port} does not answer ({e})") from None
+
+
 def connect(address: str) -> bool:
     """Connects this process to the Ray cluster at ``address`` (``auto``: the one
     ``ray start`` left on this host); True when this call made the connection (and
     so :meth:`RayReplicas.close` ends it). ConnectionError when none answers."""
     if ray.is_initialized():
         return False
+    probe(address)
     ray.init(address=address, log_to_driver=False, logging_level="WARNING", include_dashboard=False)
     return True
 
