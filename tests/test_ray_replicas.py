@@ -190,6 +190,60 @@ def test_a_stuck_actor_is_abandoned_after_the_timeout(scripted_replicas):
     assert _gone(r.replica_pids()[stuck])
 
 
+def test_an_address_where_no_cluster_answers_is_one_line(tmp_path, gsm8k_data_dir):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # closed again: nothing listens there
+    start = time.perf_counter()
+    out = subprocess.run([sys.executable, "-m", "evalsuite.cli", "run", "--tasks", "gsm8k", "--limit", "2",
+                          "--data-dir", str(gsm8k_data_dir), "--output-dir", str(tmp_path), "--no-progress",
+                          "--ray-address", f"127.0.0.1:{port}"], capture_output=True, text=True, check=False)
+    assert out.returncode == 2
+    assert f"no Ray cluster answers at --ray-address 127.0.0.1:{port}" in out.stderr
+    assert "Traceback" not in out.stderr
+    assert time.perf_counter() - start < 60  # ray.init alone would retry for minutes
+
+
+DRIVER = """
+import json, os, sys, time
+sys.path.insert(0, {tests!r})
+from ray import cloudpickle
+import test_ray_replicas as t
+cloudpickle.register_pickle_by_value(t)
+from evalsuite.backends.ray_replicas import RayReplicas
+r = RayReplicas(t.Scripted, "unused", {address!r}, data_parallel_size=2, chunk_size=1)
+print(json.dumps({{"pids": list(r.replica_pids().values()), "groups": [x.group.id.hex() for x in r._replicas]}}),
+      flush=True)
+r.generate(t._requests([f"s{{i}}" for i in range(10_000)]))  # about 8 minutes: interrupted long before
+"""
+
+
+def test_ctrl_c_in_the_driver_releases_its_actors_and_groups(ray_cluster, tmp_path):
+    import ray
+
+    script = tmp_path / "driver.py"
+    script.write_text(DRIVER.format(tests=str(Path(__file__).parent), address=ray_cluster))
+    driver = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              text=True)
+    try:
+        created = json.loads(driver.stdout.readline())
+        time.sleep(2)  # mid-call
+        driver.send_signal(signal.SIGINT)
+        driver.wait(timeout=120)
+    finally:
+        if driver.poll() is None:
+            driver.kill()
+    assert "KeyboardInterrupt" in driver.stderr.read()
+    table = ray.util.placement_group_table()
+    assert all(table[g]["state"] == "REMOVED" for g in created["groups"])
+    assert all(_gone(pid) for pid in created["pids"])
+
+
+# The tests without an engine come first: the engine replicas below are a module
+# fixture that holds every CPU of the two-node cluster until the module ends, and an
+# actor asked for while they live would wait for a free CPU.
+
+
 @pytest.fixture(scope="module")
 def ray_replicas(ray_cluster, embedded_model):
     from evalsuite.backends.ray_replicas import RayReplicas
@@ -277,52 +331,3 @@ def test_a_replica_killed_mid_run_loses_nothing(ray_replicas, single_engine_reco
     assert [(f["replica"], f["kind"]) for f in run["replica_failures"]] == [(victim, "lost")]
     assert str(pid) in run["replica_failures"][0]["error"]
     assert wall < 300  # bounded: the survivor finishes everything; no wait on the dead actor
-
-
-def test_an_address_where_no_cluster_answers_is_one_line(tmp_path, gsm8k_data_dir):
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]  # closed again: nothing listens there
-    start = time.perf_counter()
-    out = subprocess.run([sys.executable, "-m", "evalsuite.cli", "run", "--tasks", "gsm8k", "--limit", "2",
-                          "--data-dir", str(gsm8k_data_dir), "--output-dir", str(tmp_path), "--no-progress",
-                          "--ray-address", f"127.0.0.1:{port}"], capture_output=True, text=True, check=False)
-    assert out.returncode == 2
-    assert f"no Ray cluster answers at --ray-address 127.0.0.1:{port}" in out.stderr
-    assert "Traceback" not in out.stderr
-    assert time.perf_counter() - start < 60  # ray.init alone would retry for minutes
-
-
-DRIVER = """
-import json, os, sys, time
-sys.path.insert(0, {tests!r})
-from ray import cloudpickle
-import test_ray_replicas as t
-cloudpickle.register_pickle_by_value(t)
-from evalsuite.backends.ray_replicas import RayReplicas
-r = RayReplicas(t.Scripted, "unused", {address!r}, data_parallel_size=2, chunk_size=1)
-print(json.dumps({{"pids": list(r.replica_pids().values()), "groups": [x.group.id.hex() for x in r._replicas]}}),
-      flush=True)
-r.generate(t._requests([f"s{{i}}" for i in range(10_000)]))  # about 8 minutes: interrupted long before
-"""
-
-
-def test_ctrl_c_in_the_driver_releases_its_actors_and_groups(ray_cluster, tmp_path):
-    import ray
-
-    script = tmp_path / "driver.py"
-    script.write_text(DRIVER.format(tests=str(Path(__file__).parent), address=ray_cluster))
-    driver = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                              text=True)
-    try:
-        created = json.loads(driver.stdout.readline())
-        time.sleep(2)  # mid-call
-        driver.send_signal(signal.SIGINT)
-        driver.wait(timeout=120)
-    finally:
-        if driver.poll() is None:
-            driver.kill()
-    assert "KeyboardInterrupt" in driver.stderr.read()
-    table = ray.util.placement_group_table()
-    assert all(table[g]["state"] == "REMOVED" for g in created["groups"])
-    assert all(_gone(pid) for pid in created["pids"])
