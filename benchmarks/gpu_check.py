@@ -92,7 +92,8 @@ def build_model(out: Path) -> dict[str, Any]:
     import torch
     from transformers import Qwen2ForCausalLM
 
-    from evalsuite.miniature import miniature_config
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))  # the test helper, not shipped
+    from miniature import miniature_config
 
     tok = byte_tokenizer(out)
     vocab_size = 64 * ((len(tok) + 63) // 64)
