@@ -297,3 +297,21 @@ class ReplicaPool:
             except Exception:  # noqa: BLE001,S112 (closing goes on to the next replica whatever one does)
                 continue
         self.live = []
+
+
+class PooledBackend:
+    """The backend protocol's generation side for a front that owns a ``pool``
+    (:class:`ReplicaPool`): local worker processes or Ray actors."""
+
+    pool: ReplicaPool
+
+    def generate(self, requests: Sequence[GenerationRequest]) -> list[Generation]:
+        return self.pool.generate(requests)
+
+    def stream(self, requests: Sequence[GenerationRequest]) -> Iterator[tuple[int, Generation]]:
+        """``(index, Generation)`` pairs as the replicas finish them."""
+        return self.pool.stream(requests)
+
+    @property
+    def replica_failures(self) -> list[dict[str, Any]]:
+        return list(self.pool.failures) if hasattr(self, "pool") else []

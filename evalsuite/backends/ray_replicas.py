@@ -36,6 +36,7 @@ import ray
 
 from evalsuite.backends.pool import (
     DEFAULT_REPLICA_TIMEOUT_S,
+    PooledBackend,
     ReplicaLost,
     ReplicaPool,
     ReplicaStuck,
@@ -151,7 +152,7 @@ def connect(address: str) -> bool:
     return True
 
 
-class RayReplicas:
+class RayReplicas(PooledBackend):
     """``data_parallel_size`` engines as Ray actors behind the backend protocol.
 
     Args:
@@ -216,17 +217,6 @@ class RayReplicas:
             except ray.exceptions.RayError as e:
                 raise RuntimeError(f"Ray replica {replica.name} failed to start: "
                                    f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}") from None
-
-    def generate(self, requests: Sequence[GenerationRequest]) -> list[Generation]:
-        return self.pool.generate(requests)
-
-    def stream(self, requests: Sequence[GenerationRequest]):
-        """``(index, Generation)`` pairs as the replicas finish them."""
-        return self.pool.stream(requests)
-
-    @property
-    def replica_failures(self) -> list[dict[str, Any]]:
-        return list(self.pool.failures) if hasattr(self, "pool") else []
 
     def replica_pids(self) -> dict[str, int]:
         """The process id of each replica's actor, by replica name."""

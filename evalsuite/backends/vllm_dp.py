@@ -25,6 +25,7 @@ from typing import Any
 
 from evalsuite.backends.pool import (
     DEFAULT_REPLICA_TIMEOUT_S,
+    PooledBackend,
     ReplicaLost,
     ReplicaPool,
     ReplicaStuck,
@@ -114,7 +115,7 @@ class ProcessReplica:
         self.stop()
 
 
-class DataParallelVLLM:
+class DataParallelVLLM(PooledBackend):
     """``data_parallel_size`` engines behind the backend protocol, fed by a pull queue.
 
     Args:
@@ -149,17 +150,6 @@ class DataParallelVLLM:
             self.close()
             raise RuntimeError("; ".join(failures))
         self.pool = ReplicaPool(self._replicas, replica_timeout_s=replica_timeout_s, chunk_size=chunk_size)
-
-    def generate(self, requests: Sequence[GenerationRequest]) -> list[Generation]:
-        return self.pool.generate(requests)
-
-    def stream(self, requests: Sequence[GenerationRequest]):
-        """``(index, Generation)`` pairs as the replicas finish them."""
-        return self.pool.stream(requests)
-
-    @property
-    def replica_failures(self) -> list[dict[str, Any]]:
-        return list(self.pool.failures) if hasattr(self, "pool") else []
 
     def kv_cache_usage(self) -> float | None:
         return None  # the gauges live in the replicas' processes
