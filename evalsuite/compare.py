@@ -34,17 +34,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from evalsuite.differences import (
-    ABSENT,
-    Difference,
-    not_comparable,
-    primary_scorer,
-    relative_change,
-    run_labels,
-    task_difference,
-    verdict_index,
-    what_differs,
-)
+from evalsuite import differences as diff
 from evalsuite.errors import UsageError
 from evalsuite.report import RunData, differences_table, fmt, load_run, memory_figures
 
@@ -183,7 +173,7 @@ class Comparison:
     checks: Sequence[Check]
     warnings: Sequence[str] = ()
     config_changes: Mapping[str, tuple[Any, Any]] = field(default_factory=dict)
-    differences: Sequence[Difference] = ()
+    differences: Sequence[diff.Difference] = ()
     labels: tuple[str, str] = ("baseline", "candidate")
 
     @property
@@ -199,7 +189,7 @@ class Comparison:
                 "labels": {"base": self.labels[0], "candidate": self.labels[1]},
                 "checks": [asdict(c) for c in self.checks], "warnings": list(self.warnings),
                 "config_changes": {k: {"base": a, "candidate": b} for k, (a, b) in self.config_changes.items()},
-                "not_comparable": not_comparable(self.differences)}
+                "not_comparable": diff.not_comparable(self.differences)}
 
 
 def _task_limit(thresholds: Mapping[str, Any], task: str, section: str, key: str) -> Any:
@@ -208,15 +198,15 @@ def _task_limit(thresholds: Mapping[str, Any], task: str, section: str, key: str
 
 
 def accuracy_checks(base: RunData, cand: RunData, thresholds: Mapping[str, Any],
-                    differences: Sequence[Difference] | None = None) -> tuple[list[Check], list[str]]:
+                    differences: Sequence[diff.Difference] | None = None) -> tuple[list[Check], list[str]]:
     """Paired tests per task and extractor on the samples both runs scored
     (:func:`evalsuite.differences.task_difference`); ``n/a`` on a task the runs
-    are not comparable on (``differences``: :func:`what_differs` of the two runs)."""
+    are not comparable on (``differences``: :func:`~evalsuite.differences.what_differs` of the two runs)."""
     checks, warnings = [], []
-    indexes = (verdict_index(base), verdict_index(cand))
-    blocked = not_comparable(what_differs([base, cand]) if differences is None else differences)
+    indexes = (diff.verdict_index(base), diff.verdict_index(cand))
+    blocked = diff.not_comparable(diff.what_differs([base, cand]) if differences is None else differences)
     for task in [t for t in base.tasks if t in cand.metrics]:
-        primary = primary_scorer(base, task)
+        primary = diff.primary_scorer(base, task)
         scorers = list(base.metrics[task].get("scores") or {}) if thresholds["accuracy"]["scorers"] == "all" \
             else [primary] if primary else []
         max_drop = _task_limit(thresholds, task, "accuracy", "max_drop")
@@ -225,7 +215,7 @@ def accuracy_checks(base: RunData, cand: RunData, thresholds: Mapping[str, Any],
         if task in blocked:
             warnings.append(f"{task}: not comparable ({', '.join(blocked[task])} differ); its accuracy is not checked")
         for i, scorer in enumerate(scorers):
-            d = task_difference(base, cand, task, scorer, resamples=int(thresholds["accuracy"]["resamples"]),
+            d = diff.task_difference(base, cand, task, scorer, resamples=int(thresholds["accuracy"]["resamples"]),
                                 indexes=indexes)
             if i == 0 and d.unpaired:
                 warnings.append(f"{task}: {d.unpaired} samples are in only one run and are left out of the paired test")
@@ -268,7 +258,7 @@ def latency_checks(base: RunData, cand: RunData, thresholds: Mapping[str, Any]) 
         b = (base.metrics[task].get("performance") or {}).get(metric)
         c = (cand.metrics[task].get("performance") or {}).get(metric)
         limit_value = _task_limit(thresholds, task, "latency", "max_increase")
-        rel = relative_change(b, c)
+        rel = diff.relative_change(b, c)
         verdict = NA if rel is None else REGRESSION if rel > limit_value + _EPS else PASS
         checks.append(Check("latency", task, metric, b, c, rel, f"increase <= {limit_value:.0%}", verdict,
                             detail="" if rel is not None else "not measured in both runs"))
@@ -294,7 +284,7 @@ def memory_checks(base: RunData, cand: RunData, thresholds: Mapping[str, Any]) -
                                 NA, detail="not recorded in the baseline"))
         for name in names:
             b, c = b_all.get(name), c_all.get(name)
-            rel = relative_change(b, c)
+            rel = diff.relative_change(b, c)
             verdict = NA if rel is None else REGRESSION if rel > limit_value + _EPS else PASS
             checks.append(Check("memory", "-", name, b, c, rel, f"increase <= {limit_value:.0%}", verdict,
                                 detail="" if rel is not None else "not recorded in both runs"))
@@ -302,15 +292,15 @@ def memory_checks(base: RunData, cand: RunData, thresholds: Mapping[str, Any]) -
 
 
 def config_changes(base: RunData, cand: RunData,
-                   differences: Sequence[Difference] | None = None) -> dict[str, tuple[Any, Any]]:
+                   differences: Sequence[diff.Difference] | None = None) -> dict[str, tuple[Any, Any]]:
     """What differs between the runs (:func:`evalsuite.differences.what_differs`)
     as ``{field: (baseline value, candidate value)}``."""
-    differences = what_differs([base, cand]) if differences is None else differences
+    differences = diff.what_differs([base, cand]) if differences is None else differences
     return {d.field: (_value(d.values[0]), _value(d.values[1])) for d in differences}
 
 
 def _value(value: Any) -> Any:
-    return None if value is ABSENT else value
+    return None if value is diff.ABSENT else value
 
 
 def completeness_checks(base: RunData, cand: RunData) -> list[Check]:
@@ -322,7 +312,7 @@ def completeness_checks(base: RunData, cand: RunData) -> list[Check]:
     checks.append(Check("run", "*", "status", None, None, None, "complete",
                         REGRESSION if unfinished or not statuses else PASS,
                         detail=", ".join(str(s) for s in statuses) or "no run.json"))
-    b_index, c_index = verdict_index(base), verdict_index(cand)
+    b_index, c_index = diff.verdict_index(base), diff.verdict_index(cand)
     for task in base.tasks:
         if task not in cand.metrics:
             checks.append(Check("run", task, "samples", None, None, None, "task present", REGRESSION,
@@ -338,13 +328,13 @@ def completeness_checks(base: RunData, cand: RunData) -> list[Check]:
 
 def compare_runs(base: RunData, cand: RunData, thresholds: Mapping[str, Any]) -> Comparison:
     """Every check of ``thresholds`` on two loaded runs, after the completeness checks."""
-    differences = what_differs([base, cand])
+    differences = diff.what_differs([base, cand])
     acc, warnings = accuracy_checks(base, cand, thresholds, differences)
     return Comparison(base=base.label, cand=cand.label,
                       checks=acc + latency_checks(base, cand, thresholds) + memory_checks(base, cand, thresholds)
                       + completeness_checks(base, cand),
                       warnings=warnings, config_changes=config_changes(base, cand, differences),
-                      differences=differences, labels=tuple(run_labels([base, cand], differences)))
+                      differences=differences, labels=tuple(diff.run_labels([base, cand], differences)))
 
 
 def _delta(check: Check) -> str:

@@ -285,9 +285,9 @@ def run_suite(path: str | Path, args: Any, backend: Any = None) -> int:
     open backend to run every entry on (and leave open), e.g. a test session's engine.
     """
     from evalsuite.models import resolve_model
-    from evalsuite.paths import check_name, check_output_dir, claim_dir
-    from evalsuite.results import new_run_id, write_json_atomic
-    from evalsuite.runner import load_tasks, open_backend, run_many
+    from evalsuite.paths import claim_dir
+    from evalsuite.results import write_json_atomic
+    from evalsuite.runner import load_tasks
     from evalsuite.summary import error_exit_code, format_summary
 
     suite = read_suite(path, {"model": getattr(args, "model", None), "data_dir": getattr(args, "data_dir", None),
@@ -295,13 +295,7 @@ def run_suite(path: str | Path, args: Any, backend: Any = None) -> int:
                               **{k: getattr(args, k, None) for k in REPLICA_OVERRIDES}})
     for name in suite.skipped:
         print(f"evalsuite: suite {suite.name}: task '{name}' is not installed; skipped", file=sys.stderr)
-    output_dir = check_output_dir(getattr(args, "output_dir", None) or "results")
-    run_id = getattr(args, "run_id", None)
-    first_model = resolve_model(suite.configs[0].model, suite.configs[0].backend)
-    suite_id = check_name(run_id, "--run-id") if run_id is not None else new_run_id(f"{suite.name}-{first_model.name}")
-    suite_dir = output_dir / suite_id
-    if suite_dir.exists():
-        raise UsageError(f"suite directory already exists: {suite_dir} (choose another --run-id)")
+    suite_dir = _suite_dir(suite, args)
     cache = not getattr(args, "no_cache", False)
     configs = [replace(c, output_dir=suite_dir, cache=cache) for c in suite.configs]
     for config in configs:  # every entry's data and arguments are checked before any engine starts
@@ -313,26 +307,8 @@ def run_suite(path: str | Path, args: Any, backend: Any = None) -> int:
               "runs": [c.run_id for c in configs], "skipped": list(suite.skipped), "started_at": time.time()}
     write_json_atomic(suite_dir / SUITE_FILE, {**header, "status": "running"})
 
-    progress = not getattr(args, "no_progress", False)
-    announce = lambda line: print(line, file=sys.stderr)
-    metrics: dict[str, Any] = {}
-    memories: list[dict[str, Any] | None] = []
-    groups: dict[str, list[RunConfig]] = {}
-    for config in configs:
-        groups.setdefault(engine_group(config), []).append(config)
     try:
-        for group in groups.values():
-            shared = backend if backend is not None else open_backend(
-                group[0], resolve_model(group[0].model, group[0].backend))
-            try:
-                for config, result in zip(group, run_many(group, progress=progress, announce=announce,
-                                                          backend=shared)):
-                    memories.append(result.memory)
-                    metrics.update({f"{config.run_id}/{k}" if k in metrics else k: v
-                                    for k, v in result.metrics.items()})
-            finally:
-                if backend is None:
-                    shared.close()
+        metrics, memories = _run_groups(configs, backend, progress=not getattr(args, "no_progress", False))
     except BaseException as e:
         status = "interrupted" if isinstance(e, KeyboardInterrupt) else "failed"
         write_json_atomic(suite_dir / SUITE_FILE, {**header, "status": status, "finished_at": time.time()})
@@ -343,3 +319,47 @@ def run_suite(path: str | Path, args: Any, backend: Any = None) -> int:
     limits = [c.max_error_rate for c in configs if c.max_error_rate is not None]
     cli_limit = getattr(args, "max_error_rate", None)
     return error_exit_code(metrics, cli_limit if cli_limit is not None else (min(limits) if limits else None))
+
+
+def _suite_dir(suite: Suite, args: Any) -> Path:
+    """``<--output-dir>/<--run-id or a new id>``; UsageError when it exists already."""
+    from evalsuite.models import resolve_model
+    from evalsuite.paths import check_name, check_output_dir
+    from evalsuite.results import new_run_id
+
+    output_dir = check_output_dir(getattr(args, "output_dir", None) or "results")
+    run_id = getattr(args, "run_id", None)
+    first_model = resolve_model(suite.configs[0].model, suite.configs[0].backend)
+    suite_id = check_name(run_id, "--run-id") if run_id is not None else new_run_id(f"{suite.name}-{first_model.name}")
+    suite_dir = output_dir / suite_id
+    if suite_dir.exists():
+        raise UsageError(f"suite directory already exists: {suite_dir} (choose another --run-id)")
+    return suite_dir
+
+
+def _run_groups(configs: Sequence[RunConfig], backend: Any, progress: bool,
+                ) -> tuple[dict[str, Any], list[dict[str, Any] | None]]:
+    """Runs the entries, one engine (``backend``, or one opened per group of entries
+    with the same engine settings) and one request queue per group. Returns the
+    suite's metrics (a name repeated across entries is prefixed ``<run_id>/``) and
+    each entry's memory report."""
+    from evalsuite.models import resolve_model
+    from evalsuite.runner import open_backend, run_many
+
+    announce = lambda line: print(line, file=sys.stderr)
+    metrics: dict[str, Any] = {}
+    memories: list[dict[str, Any] | None] = []
+    groups: dict[str, list[RunConfig]] = {}
+    for config in configs:
+        groups.setdefault(engine_group(config), []).append(config)
+    for group in groups.values():
+        shared = backend if backend is not None else open_backend(
+            group[0], resolve_model(group[0].model, group[0].backend))
+        try:
+            for config, result in zip(group, run_many(group, progress=progress, announce=announce, backend=shared)):
+                memories.append(result.memory)
+                metrics.update({f"{config.run_id}/{k}" if k in metrics else k: v for k, v in result.metrics.items()})
+        finally:
+            if backend is None:
+                shared.close()
+    return metrics, memories

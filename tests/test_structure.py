@@ -156,5 +156,4 @@ LONG_FUNCTIONS = {
     "evalsuite/sandbox.py:_worker_main",  # 510 lines
     "evalsuite/sandbox.py:program_process",  # 94 lines
     "evalsuite/sandbox.py:run",  # 163 lines
-    "evalsuite/suite.py:run_suite",  # 69 lines
 }

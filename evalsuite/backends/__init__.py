@@ -11,7 +11,8 @@ importing this package (and ``evalsuite list``) stays free of torch and vllm.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import inspect
+from collections.abc import Callable, Sequence
 from typing import Any, Protocol, runtime_checkable
 
 from evalsuite.cache import chat_template_sha256  # noqa: F401 -- the one digest, re-exported for backends
@@ -55,3 +56,18 @@ def render_prompt(tokenizer: Any, prompt) -> tuple[str, list[int]]:
         messages_to_dicts(prompt), tokenize=False, add_generation_prompt=True
     )
     return text, tokenizer.encode(text, add_special_tokens=False)
+
+
+def with_keywords_of(factory: Callable, target: Callable) -> inspect.Signature:
+    """The signature of ``factory`` (which passes ``**kwargs`` on to ``target``) with
+    ``target``'s keyword-only parameters in place of the ``**kwargs``.
+
+    Set as ``factory.__signature__``, so that :func:`inspect.signature` (and the
+    runner, which hands a backend factory only the settings it declares) sees
+    every keyword the factory accepts without the list being written twice.
+    """
+    own = [p for p in inspect.signature(factory).parameters.values() if p.kind is not p.VAR_KEYWORD]
+    names = {p.name for p in own}
+    passed = [p for p in inspect.signature(target).parameters.values()
+              if p.kind is p.KEYWORD_ONLY and p.name not in names]
+    return inspect.signature(factory).replace(parameters=own + passed)

@@ -20,7 +20,7 @@ import os
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
-from evalsuite.backends import chat_template_sha256, render_prompt
+from evalsuite.backends import chat_template_sha256, render_prompt, with_keywords_of
 from evalsuite.backends.queue import RequestQueue, pull
 from evalsuite.registry import backends
 from evalsuite.types import Generation, GenerationRequest, Timings
@@ -67,17 +67,11 @@ def request_timings(stats: Any) -> Timings:
 def vllm_backend(
     model: str,
     *,
-    tensor_parallel_size: int = 1,
     data_parallel_size: int | None = None,
-    max_model_len: int | None = None,
-    gpu_memory_utilization: float | None = None,
-    dtype: str = "auto",
-    seed: int = 0,
-    enforce_eager: bool | None = None,
-    engine_args: Mapping[str, Any] | None = None,
     ray_address: str | None = None,
     replica_timeout: float | None = None,
     chunk_size: int | None = None,
+    **engine: Any,
 ):
     """The ``vllm`` backend: one engine; or ``data_parallel_size`` engines each on its
     own devices in worker processes (:mod:`evalsuite.backends.vllm_dp`); or, with
@@ -85,22 +79,21 @@ def vllm_backend(
     (:mod:`evalsuite.backends.ray_replicas`; ``data_parallel_size`` None = as many as
     the cluster holds). Replicas pull chunks of ``chunk_size`` requests from one
     queue; one that takes longer than ``replica_timeout`` seconds for a chunk is
-    abandoned. Other arguments as :class:`VLLMBackend`.
+    abandoned. ``engine`` holds :class:`VLLMBackend`'s keyword arguments, which this
+    factory declares as its own (``inspect.signature``).
 
     Raises UsageError for a bad size or timeout, or when Ray is asked for and not
     installed.
     """
-    kwargs = {"max_model_len": max_model_len, "gpu_memory_utilization": gpu_memory_utilization, "dtype": dtype,
-              "seed": seed, "enforce_eager": enforce_eager, "engine_args": engine_args}
     pool = _pool_settings(data_parallel_size, replica_timeout, chunk_size)
     if ray_address is not None:
-        return _ray_replicas(model, ray_address, data_parallel_size, tensor_parallel_size, pool, kwargs)
+        return _ray_replicas(model, ray_address, data_parallel_size, pool, engine)
     if (data_parallel_size or 1) == 1:
-        return VLLMBackend(model, tensor_parallel_size=tensor_parallel_size, **kwargs)
+        return VLLMBackend(model, **engine)
     from evalsuite.backends.vllm_dp import DataParallelVLLM
 
-    return DataParallelVLLM(VLLMBackend, model, data_parallel_size, tensor_parallel_size, on_cpu=_on_cpu(),
-                            **pool, **kwargs)
+    tp = engine.pop("tensor_parallel_size", 1)
+    return DataParallelVLLM(VLLMBackend, model, data_parallel_size, tp, on_cpu=_on_cpu(), **pool, **engine)
 
 
 def _pool_settings(data_parallel_size: int | None, replica_timeout: float | None,
@@ -119,8 +112,7 @@ def _pool_settings(data_parallel_size: int | None, replica_timeout: float | None
     return out
 
 
-def _ray_replicas(model: str, address: str, size: int | None, tp: int, pool: dict[str, Any],
-                  kwargs: dict[str, Any]):
+def _ray_replicas(model: str, address: str, size: int | None, pool: dict[str, Any], kwargs: dict[str, Any]):
     """Replicas as Ray actors; UsageError when ray is missing or no cluster answers."""
     from evalsuite.errors import UsageError
 
@@ -134,8 +126,7 @@ def _ray_replicas(model: str, address: str, size: int | None, tp: int, pool: dic
         raise UsageError(f"--ray-address needs Ray ({err.name} is not installed): "
                          "pip install 'evalsuite[ray]'") from None
     try:
-        return RayReplicas(VLLMBackend, model, address, data_parallel_size=size, tensor_parallel_size=tp,
-                           **pool, **kwargs)
+        return RayReplicas(VLLMBackend, model, address, data_parallel_size=size, **pool, **kwargs)
     except ConnectionError as err:
         raise UsageError(f"no Ray cluster answers at --ray-address {address}: {err}") from None
 
@@ -360,3 +351,6 @@ class VLLMBackend:
             if callable(shutdown):
                 shutdown()
             del llm
+
+
+vllm_backend.__signature__ = with_keywords_of(vllm_backend, VLLMBackend)
