@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import json
 import os
 from collections.abc import Iterator
@@ -25,7 +26,8 @@ def read_jsonl(path: Path, flag: str = "--data-dir", schema: type | None = None)
 
 def numbered_jsonl(path: Path, flag: str = "--data-dir",
                    schema: type | None = None) -> Iterator[tuple[int, dict[str, Any]]]:
-    """Yields ``(line number, object)`` for each non-blank line of a UTF-8 JSONL file.
+    """Yields ``(line number, object)`` for each non-blank line of a UTF-8 JSONL file
+    (gzip-compressed when its name ends in ``.gz``).
 
     ``schema``: a pydantic model each object must follow (extra keys allowed as the
     model says). Raises UsageError naming the file, the line and ``flag`` (the
@@ -36,8 +38,9 @@ def numbered_jsonl(path: Path, flag: str = "--data-dir",
     from evalsuite.schemas import check
 
     fix = f"fix the file, or pass another with {flag}"
+    opener = gzip.open if path.suffix == ".gz" else open
     try:
-        f = open(path, "rb")  # noqa: SIM115 -- closed below; bytes, to name the line of a bad byte
+        f = opener(path, "rb")  # noqa: SIM115 -- closed below; bytes, to name the line of a bad byte
     except OSError as e:
         raise UsageError(f"cannot read {path}: {e.strerror or e} ({fix})") from None
     with f:
@@ -45,8 +48,8 @@ def numbered_jsonl(path: Path, flag: str = "--data-dir",
         while True:
             try:
                 raw = f.readline()
-            except OSError as e:
-                raise UsageError(f"cannot read {path}: {e.strerror or e} ({fix})") from None
+            except (OSError, EOFError) as e:  # unreadable; for .gz also not gzip, or truncated
+                raise UsageError(f"cannot read {path}: {getattr(e, 'strerror', None) or e} ({fix})") from None
             if not raw:
                 return
             lineno += 1

@@ -36,8 +36,6 @@ pass@k is reported for each k in ``ks`` with ``k <= n``.
 
 from __future__ import annotations
 
-import gzip
-import json
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -45,6 +43,7 @@ from typing import Any, Literal
 
 from pydantic import PositiveFloat, PositiveInt
 
+from evalsuite.data import numbered_jsonl
 from evalsuite.errors import UsageError
 from evalsuite.sandbox import CallJob, Limits, SandboxPool, resolve_isolation, shared_pool
 from evalsuite.scoring.code import (
@@ -97,37 +96,17 @@ def load_problems(path: Path) -> list[dict[str, Any]]:
     """
     if not path.is_file():
         raise UsageError(f"data file not found: {path} (pass --task-arg humaneval.data_file=PATH)")
-    try:
-        return _read_problems(path)
-    except (OSError, EOFError, UnicodeDecodeError) as e:  # unreadable, not gzip, truncated, not UTF-8
-        raise UsageError(f"cannot read {path}: {type(e).__name__}: {' '.join(str(e).split())[:200]} "
-                         "(fix the file, or pass another with --task-arg humaneval.data_file)") from None
-
-
-def _read_problems(path: Path) -> list[dict[str, Any]]:
-    opener = gzip.open if path.suffix == ".gz" else open
     problems, seen = [], set()
-    with opener(path, "rt", encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                doc = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise UsageError(f"{path}:{lineno}: not valid JSON ({e.msg})") from None
-            except RecursionError:
-                raise UsageError(f"{path}:{lineno}: JSON nested too deeply to read") from None
-            if not isinstance(doc, dict):
-                raise UsageError(f"{path}:{lineno}: a problem must be a JSON object, got {type(doc).__name__}")
-            missing = [k for k in REQUIRED_FIELDS if not isinstance(doc.get(k), str)]
-            if missing:
-                raise UsageError(f"{path}:{lineno}: missing field {missing[0]!r} (needs {', '.join(REQUIRED_FIELDS)})")
-            if not isinstance(doc.setdefault("task_id", f"{path.name.split('.')[0]}/{len(problems)}"), str):
-                raise UsageError(f"{path}:{lineno}: task_id must be a string, got {doc['task_id']!r}")
-            if doc["task_id"] in seen:
-                raise UsageError(f"{path}:{lineno}: task_id {doc['task_id']!r} appears twice")
-            seen.add(doc["task_id"])
-            problems.append(doc)
+    for lineno, doc in numbered_jsonl(path, flag="--task-arg humaneval.data_file"):
+        missing = [k for k in REQUIRED_FIELDS if not isinstance(doc.get(k), str)]
+        if missing:
+            raise UsageError(f"{path}:{lineno}: missing field {missing[0]!r} (needs {', '.join(REQUIRED_FIELDS)})")
+        if not isinstance(doc.setdefault("task_id", f"{path.name.split('.')[0]}/{len(problems)}"), str):
+            raise UsageError(f"{path}:{lineno}: task_id must be a string, got {doc['task_id']!r}")
+        if doc["task_id"] in seen:
+            raise UsageError(f"{path}:{lineno}: task_id {doc['task_id']!r} appears twice")
+        seen.add(doc["task_id"])
+        problems.append(doc)
     if not problems:
         raise UsageError(f"{path}: no problems")
     return problems

@@ -13,6 +13,7 @@ those cases run the command as ``nobody`` (``setpriv``).
 
 from __future__ import annotations
 
+import gzip
 import json
 import os
 import shutil
@@ -112,9 +113,10 @@ def test_bad_gsm8k_file(tmp_path, content, needles):
 
 @pytest.mark.parametrize("name, content, needle", [
     ("problems.jsonl.gz", b"not gzip at all", "cannot read"),
-    ("problems.jsonl", b"[1, 2]\n", "problems.jsonl:1: a problem must be a JSON object, got list"),
-    ("problems.jsonl", b'{"prompt": "caf\xe9"}\n', "cannot read"),
-], ids=["not-gzip", "list", "non-utf8"])
+    ("problems.jsonl", b"[1, 2]\n", "problems.jsonl:1: a record must be a JSON object, got an array"),
+    ("problems.jsonl", b'{"prompt": "caf\xe9"}\n', "problems.jsonl:1: not UTF-8 text (byte 0xe9 at column 16)"),
+    ("problems.jsonl.gz", gzip.compress(b'{"prompt": "p", "test": "t", "entry_point": "f"}\n')[:-8], "ended before the end-of-stream marker"),
+], ids=["not-gzip", "list", "non-utf8", "truncated-gzip"])
 def test_bad_humaneval_file(tmp_path, name, content, needle):
     (tmp_path / name).write_bytes(content)
     proc = evalsuite("run", "--tasks", "humaneval", "--task-arg", f"humaneval.data_file={tmp_path / name}",
