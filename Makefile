@@ -71,7 +71,7 @@ test-fast: setup
 	! grep -rn "Traceback" $(CLI_LOGS)
 
 lint: setup
-	$(BIN)/ruff check evalsuite tasks tests
+	$(BIN)/ruff check evalsuite tasks tests benchmarks
 
 bench: setup
 	$(BIN)/python benchmarks/bench_harness_overhead.py

@@ -52,7 +52,7 @@ class IdleSampler:
             self.samples.append(float(value) if value is not None else float("nan"))
             self._stop.wait(self.period_s)
 
-    def __enter__(self) -> IdleSampler:
+    def __enter__(self) -> IdleSampler:  # noqa: PYI034 -- final class
         self._thread.start()
         return self
 

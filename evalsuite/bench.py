@@ -144,9 +144,9 @@ def format_table(summary: Mapping[str, Any]) -> str:
         return "-" if v is None else f"{v:.{d}f}"
 
     lines = [
-        f"requests {summary['requests']} (errors {summary['errors']}), wall {f(summary['wall_s'], 2)} s, "
-        f"{f(summary['request_throughput_per_s'], 2)} req/s, {f(summary['output_tokens_per_s'])} output tok/s, "
-        f"{f(summary['total_tokens_per_s'])} total tok/s",
+        (f"requests {summary['requests']} (errors {summary['errors']}), wall {f(summary['wall_s'], 2)} s, "
+         f"{f(summary['request_throughput_per_s'], 2)} req/s, {f(summary['output_tokens_per_s'])} output tok/s, "
+         f"{f(summary['total_tokens_per_s'])} total tok/s"),
         f"{'metric (ms)':<12} {'mean':>9} {'p50':>9} {'p90':>9} {'p95':>9} {'p99':>9}",
     ]
     for name in ("ttft_ms", "tpot_ms", "itl_ms", "e2e_ms"):

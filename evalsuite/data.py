@@ -40,7 +40,7 @@ def numbered_jsonl(path: Path, flag: str = "--data-dir",
     fix = f"fix the file, or pass another with {flag}"
     opener = gzip.open if path.suffix == ".gz" else open
     try:
-        f = opener(path, "rb")  # noqa: SIM115 -- closed below; bytes, to name the line of a bad byte
+        f = opener(path, "rb")
     except OSError as e:
         raise UsageError(f"cannot read {path}: {e.strerror or e} ({fix})") from None
     with f:

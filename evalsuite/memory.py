@@ -30,7 +30,7 @@ def _nvml_handles() -> list[Any] | None:
 
         pynvml.nvmlInit()
         return [pynvml.nvmlDeviceGetHandleByIndex(i) for i in range(pynvml.nvmlDeviceGetCount())] or None
-    except Exception:  # pynvml raises NVMLError_* subclasses, or ImportError: no GPU path here
+    except Exception:  # noqa: BLE001 -- pynvml raises NVMLError_* subclasses, or ImportError: no GPU path here
         return None
 
 
@@ -98,7 +98,7 @@ class MemoryMonitor:
         for name, probe in list(self.probes.items()):
             try:
                 value = probe()
-            except Exception:  # a probe that fails once is skipped, not fatal to the run
+            except Exception:  # noqa: BLE001 -- a probe that fails once is skipped, not fatal to the run
                 value = None
             if value is not None:
                 probed[name] = value
@@ -141,7 +141,7 @@ class MemoryMonitor:
                 "probes_peak": dict(self._probe_peak),
             }
 
-    def __enter__(self) -> MemoryMonitor:
+    def __enter__(self) -> MemoryMonitor:  # noqa: PYI034 -- final class
         return self.start()
 
     def __exit__(self, *exc: object) -> None:

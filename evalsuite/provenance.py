@@ -18,7 +18,7 @@ def git_revision(path: Path | None = None) -> str | None:
         rev = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True,
                              text=True, timeout=5, check=True).stdout.strip()
         dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
-                               capture_output=True, text=True, timeout=5).stdout.strip()
+                               capture_output=True, text=True, timeout=5, check=False).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         return None
     return rev + ("-dirty" if dirty else "")
@@ -66,7 +66,7 @@ def gpu_description() -> list[dict[str, Any]]:
         import pynvml
 
         pynvml.nvmlInit()
-    except Exception:  # no driver, no library: both mean "no NVIDIA GPU here"
+    except Exception:  # noqa: BLE001 -- no driver, no library: both mean "no NVIDIA GPU here"
         return []
     try:
         gpus = []

@@ -41,7 +41,7 @@ class RunWriter:
         from evalsuite.paths import claim_dir
 
         self.run_dir = claim_dir(Path(run_dir))  # atomic: one of two runs with one --run-id gets it
-        self._samples = open(self.run_dir / "samples.jsonl", "a", encoding="utf-8")
+        self._samples = open(self.run_dir / "samples.jsonl", "a", encoding="utf-8")  # noqa: SIM115 -- closed by close()
 
     def write_run(self, data: dict[str, Any]) -> None:
         write_json_atomic(self.run_dir / "run.json", {"schema_version": SCHEMA_VERSION, **data})
@@ -66,7 +66,7 @@ class RunWriter:
     def close(self) -> None:
         self._samples.close()
 
-    def __enter__(self) -> RunWriter:
+    def __enter__(self) -> RunWriter:  # noqa: PYI034 -- final class
         return self
 
     def __exit__(self, *exc: object) -> None:

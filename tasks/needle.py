@@ -38,7 +38,6 @@ from typing import Annotated, Any, Literal
 
 from pydantic import Field, PositiveInt
 
-from evalsuite.errors import UsageError
 from evalsuite.datasets.haystack import (
     Filler,
     Needle,
@@ -52,6 +51,7 @@ from evalsuite.datasets.haystack import (
     random_values,
     tolerance,
 )
+from evalsuite.errors import UsageError
 from evalsuite.scoring.needle import DEFAULT_THRESHOLD, effective_context_length, found_values
 from evalsuite.task import Scorer, Task, grouped, number_list, task
 from evalsuite.types import Message, Prompt, Sample, SampleRecord, SamplingParams, Score

@@ -1,5 +1,6 @@
 """Load mode: arrivals, SLOs and the summary, against hand-worked values."""
 
+import itertools
 import math
 
 import pytest
@@ -16,7 +17,7 @@ def test_infinite_rate_sends_everything_at_once():
 def test_poisson_arrivals_are_seeded_and_have_the_right_mean_gap():
     a = arrival_times(20000, 5.0, seed=1)
     assert a == arrival_times(20000, 5.0, seed=1) and a != arrival_times(20000, 5.0, seed=2)
-    gaps = [y - x for x, y in zip(a, a[1:])]
+    gaps = [y - x for x, y in itertools.pairwise(a)]
     assert a[0] == 0.0 and all(g >= 0 for g in gaps)
     mean = sum(gaps) / len(gaps)
     assert mean == pytest.approx(0.2, rel=0.03)  # 1 / rate; stderr of the mean ~0.7% here

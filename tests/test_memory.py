@@ -55,7 +55,6 @@ def test_host_rss_is_measured_and_gpu_is_none_without_one():
 def test_process_tree_rss_counts_children():
     import subprocess
     import sys
-
     import time
 
     before = process_tree_rss()  # before the child exists: it may allocate before it is read

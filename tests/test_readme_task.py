@@ -17,7 +17,7 @@ def _section_blocks(title: str) -> dict[str, list[str]]:
     text = README.read_text(encoding="utf-8")
     section = text.split(f"\n## {title}\n", 1)[1].split("\n## ", 1)[0]
     blocks: dict[str, list[str]] = {}
-    for lang, body in re.findall(r"```(\w+)\n(.*?)```", section, re.S):
+    for lang, body in re.findall(r"```(\w+)\n(.*?)```", section, re.DOTALL):
         blocks.setdefault(lang, []).append(body)
     return blocks
 
