@@ -1,11 +1,7 @@
 """The issue's case for real: two GSM8K runs of the embedded model on the real vLLM
-engine (CPU) that differ only in ``--dtype``, then ``report`` and ``compare``."""
+engine (CPU) that differ only in dtype, then ``report`` and ``compare``."""
 
 from __future__ import annotations
-
-import os
-import subprocess
-import sys
 
 import pytest
 from browser import FOLD, needs_chromium, probe, screenshot
@@ -15,22 +11,19 @@ from evalsuite.differences import what_differs
 from evalsuite.report import build_report, headline_rows, load_run, write_report
 
 
-def _run(dtype: str, out, data_dir) -> None:
-    env = {**os.environ, "VLLM_TARGET_DEVICE": "cpu", "VLLM_CPU_KVCACHE_SPACE": "1"}
-    proc = subprocess.run(
-        [sys.executable, "-m", "evalsuite.cli", "run", "--tasks", "gsm8k", "--limit", "3", "--max-tokens", "24",
-         "--dtype", dtype, "--enforce-eager", "--max-model-len", "2048", "--no-cache", "--no-progress",
-         "--data-dir", str(data_dir), "--output-dir", str(out)],
-        capture_output=True, text=True, timeout=1200, env=env, check=False)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-
-
 @pytest.mark.engine
 @needs_chromium
-def test_two_real_runs_differing_in_dtype(tmp_path, gsm8k_data_dir):
+def test_two_real_runs_differing_in_dtype(tmp_path, vllm_backend, run_with, embedded_model, gsm8k_data_dir):
+    from evalsuite.backends.vllm import VLLMBackend
+
     results = tmp_path / "results"
-    _run("bfloat16", results, gsm8k_data_dir)
-    _run("float32", results, gsm8k_data_dir)
+    # The shared engine (conftest: float32) and one more in this process with its settings but bfloat16.
+    bf16 = VLLMBackend(embedded_model, max_model_len=8192, dtype="bfloat16", seed=0, enforce_eager=True)
+    try:
+        for backend in (bf16, vllm_backend):
+            run_with(backend, ["gsm8k"], limit=3, max_tokens=24, data_dir=str(gsm8k_data_dir), cache=False)
+    finally:
+        bf16.close()
     base, cand = sorted(results.iterdir(), key=lambda p: load_run(p).info("started_at"))
     runs = [load_run(base), load_run(cand)]
     assert [d.field for d in what_differs(runs)] == ["engine.dtype"]
