@@ -749,13 +749,15 @@ class RunningProgram:
             starter.wake()
             self.wait_status = starter.reported_exit()
             self.starter_lost = self.wait_status is None
+        if self.starter_lost:
+            # Reaps the dead starter first: its socket closes before the kernel hands its
+            # children to us, and until then waitpid() cannot collect the program.
+            starter.start()
         if self.wait_status is None:
             try:
                 self.wait_status = os.waitpid(self.pid, 0)[1]
             except ChildProcessError:
                 pass
-        if self.starter_lost:
-            starter.start()
 
     def drain(self) -> None:
         """Reads what is left in its pipes (every writer is dead now, unless one escaped), then closes them."""
