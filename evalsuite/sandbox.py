@@ -1,6 +1,7 @@
 """Running untrusted programs: a pool of warm sandboxed workers that fork per program.
 
-Each worker is one Python interpreter started once inside a sandbox. It forks a
+Each worker is one Python interpreter started once inside a sandbox (its program is
+:mod:`evalsuite.sandbox_worker`; the pool around it, :class:`evalsuite.workers.KillablePool`). It forks a
 *starter* before it reads any job; for every program the starter forks the
 process that runs it, so a program starts from the starter's pristine memory and
 never holds the worker's jobs, results or pipes, nor another program's data.

@@ -238,7 +238,8 @@ def reply(job_id: int, status: str, reason: str | None, output: str = "", wall_s
             "report": report}
 
 
-def exit_verdict(wait_status: int, said: bytes, calls: dict | None, token: str | None) -> tuple[str, str | None, str | None]:
+def exit_verdict(wait_status: int, said: bytes, calls: dict | None,
+                 token: str | None) -> tuple[str, str | None, str | None]:
     """``(status, reason, report)`` for a program that ended within its limits.
 
     ``wait_status``: from ``waitpid``; ``said``: what it wrote on its status pipe
