@@ -1,6 +1,7 @@
 """Running untrusted programs: a pool of warm sandboxed workers that fork per program.
 
-Each worker is one Python interpreter started once inside a sandbox. It forks a
+Each worker is one Python interpreter started once inside a sandbox (its program is
+:mod:`evalsuite.sandbox_worker`; the pool around it, :class:`evalsuite.workers.KillablePool`). It forks a
 *starter* before it reads any job; for every program the starter forks the
 process that runs it, so a program starts from the starter's pristine memory and
 never holds the worker's jobs, results or pipes, nor another program's data.
@@ -69,21 +70,25 @@ import inspect
 import json
 import math
 import os
-import select
 import shutil
 import signal
 import subprocess
 import sys
-import time
-import weakref
-from collections import deque
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from functools import cache
 from typing import Any
 
+from evalsuite import sandbox_worker
 from evalsuite.errors import UsageError
 from evalsuite.lifecycle import parent_death_argv
+from evalsuite.sandbox_worker import (  # noqa: F401 -- the codec is re-exported: the harness reads plain data here
+    PLAIN_MAX_DEPTH,
+    Opaque,
+    decode_plain,
+    encode_plain,
+)
+from evalsuite.workers import Ended, KillablePool
 
 ISOLATIONS = ("bwrap", "none")
 SANDBOX_UID_BASE = 1_999_990_000
@@ -96,9 +101,6 @@ SYSTEM_LINKS = ("/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32")
 
 KEEP_OUTPUT_BYTES = 8 << 10
 """Captured stdout+stderr kept per program (the first bytes); more is read and dropped."""
-
-PLAIN_MAX_DEPTH = 100
-"""Deepest nesting of containers that :func:`encode_plain` and :func:`decode_plain` accept."""
 
 _GRACE_S = 5.0  # harness-side slack over a program's wall-clock limit before a worker counts as hung
 
@@ -188,121 +190,8 @@ class CallJob:
 
 
 # --- plain data: the only thing that crosses back from a program ---------------------------
-# These three are also sent, as source, into the worker (see _worker_source).
-
-
-class Opaque:
-    """A value that was not plain data, known by its type's name only.
-
-    Equal to nothing but itself, truthy, with no other behaviour; so a test that
-    compares it with an expected value fails, as it should.
-    """
-
-    __slots__ = ("type_name",)
-
-    def __init__(self, type_name: str) -> None:
-        self.type_name = type_name
-
-    def __repr__(self) -> str:
-        return f"<not plain data: {self.type_name}>"
-
-
-def encode_plain(value, _depth=0):
-    """``value`` as JSON-ready plain data with exact type tags.
-
-    ``None -> ["none"]``, ``["bool", b]``, ``["int", hex]``, ``["float", repr]``,
-    ``["complex", repr(re), repr(im)]``, ``["str", s]``, ``["bytes"|"bytearray", hex]``,
-    ``["list"|"tuple"|"set"|"frozenset", [items]]`` (set items in a canonical
-    order), ``["dict", [[key, value], ...]]``. Instances of subclasses of these
-    (``IntEnum``, ``namedtuple``, ``Counter``, ``numpy.float64`` ...) are read
-    through the base type's own methods, so they are encoded as the base value
-    whatever they override; numpy scalars through ``.item()``. Anything else, and
-    containers nested deeper than :data:`PLAIN_MAX_DEPTH`, becomes
-    ``["opaque", type name]``. May raise for objects that lie about their class.
-    """
-    import json
-
-    if _depth > 100:  # PLAIN_MAX_DEPTH (this function also runs, as source, in the worker)
-        return ["opaque", "containers nested deeper than 100 levels"]
-    kind = type(value)
-    if value is None:
-        return ["none"]
-    if kind is bool:
-        return ["bool", value]
-    if isinstance(value, int):
-        return ["int", int.__format__(value, "x")]  # hex: no limit on digits
-    if isinstance(value, float):
-        return ["float", float.__repr__(value)]
-    if isinstance(value, complex):
-        return ["complex", float.__repr__(complex.real.__get__(value)), float.__repr__(complex.imag.__get__(value))]
-    if isinstance(value, str):
-        return ["str", str.__str__(value)]
-    if isinstance(value, bytes):
-        return ["bytes", bytes.hex(value)]
-    if isinstance(value, bytearray):
-        return ["bytearray", bytearray.hex(value)]
-    if isinstance(value, list):
-        return ["list", [encode_plain(v, _depth + 1) for v in list.copy(value)]]
-    if isinstance(value, tuple):
-        return ["tuple", [encode_plain(v, _depth + 1) for v in tuple.__getitem__(value, slice(None))]]
-    if isinstance(value, dict):
-        return ["dict", [[encode_plain(k, _depth + 1), encode_plain(v, _depth + 1)] for k, v in dict.items(value)]]
-    if isinstance(value, (set, frozenset)):
-        items = [encode_plain(v, _depth + 1) for v in set(value)]
-        return ["frozenset" if isinstance(value, frozenset) else "set", sorted(items, key=json.dumps)]
-    if getattr(kind, "__module__", None) == "numpy" and hasattr(value, "item"):
-        item = value.item()
-        if type(item) in (bool, int, float, complex):
-            return encode_plain(item, _depth)
-    return ["opaque", f"{getattr(kind, '__module__', '?')}.{getattr(kind, '__qualname__', '?')}"[:200]]
-
-
-def decode_plain(node, _depth=0):
-    """The value :func:`encode_plain` encoded; ``["opaque", name]`` gives an :class:`Opaque`.
-
-    Strict: raises ValueError for anything that is not such an encoding (a wrong
-    tag, a payload of the wrong JSON type, nesting deeper than
-    :data:`PLAIN_MAX_DEPTH`), and TypeError for an unhashable set item or dict key.
-    Only builtin types come out, so comparing the result runs no foreign code.
-    """
-    if _depth > 100:  # PLAIN_MAX_DEPTH
-        raise ValueError("plain data nested deeper than 100 levels")
-    if type(node) is not list or not node or type(node[0]) is not str:
-        raise ValueError("not a tagged plain value")
-    tag, size = node[0], len(node)
-    if tag == "none" and size == 1:
-        return None
-    if tag == "complex" and size == 3 and type(node[1]) is str and type(node[2]) is str:
-        return complex(float(node[1][:40]), float(node[2][:40]))
-    if size != 2:
-        raise ValueError(f"malformed plain value with tag {tag[:20]!r}")
-    payload = node[1]
-    kind = type(payload)
-    if tag == "bool" and kind is bool:
-        return payload
-    if tag == "int" and kind is str:
-        return int(payload, 16)
-    if tag == "float" and kind is str and len(payload) <= 40:
-        return float(payload)
-    if tag == "str" and kind is str:
-        return payload
-    if tag == "bytes" and kind is str:
-        return bytes.fromhex(payload)
-    if tag == "bytearray" and kind is str:
-        return bytearray.fromhex(payload)
-    if tag in ("list", "tuple", "set", "frozenset") and kind is list:
-        items = [decode_plain(v, _depth + 1) for v in payload]
-        return {"list": list, "tuple": tuple, "set": set, "frozenset": frozenset}[tag](items)
-    if tag == "dict" and kind is list:
-        out = {}
-        for pair in payload:
-            if type(pair) is not list or len(pair) != 2:
-                raise ValueError("malformed dict entry")
-            out[decode_plain(pair[0], _depth + 1)] = decode_plain(pair[1], _depth + 1)
-        return out
-    if tag == "opaque" and kind is str:
-        return Opaque(payload[:200])
-    raise ValueError(f"not plain data: tag {tag[:20]!r}")
+# The codec (Opaque, encode_plain, decode_plain) lives in evalsuite.sandbox_worker, whose
+# text is also the worker's program: both sides use the same code.
 
 
 def plain_key(args: Sequence[Any], kwargs: Mapping[str, Any]) -> str:
@@ -335,526 +224,10 @@ def decode_returns(report: str, count: int) -> tuple[Returned, ...]:
     return tuple(out)
 
 
-# --- the worker, inside the sandbox ----------------------------------------------------------
-
-
-def _worker_main() -> None:  # pragma: no cover - runs inside the sandbox, in its own interpreter
-    """The worker: reads one JSON job per line on stdin, answers one JSON line on stdout.
-
-    Sent as source text to ``python -I -c`` (with :func:`encode_plain` and
-    :func:`decode_plain`), so it imports only the standard library and defines its
-    helpers inside. ``sys.argv[1]``: JSON with ``uid`` (the uid programs run as, or
-    null), ``isolated`` (bubblewrap: a fresh ``/tmp`` per program, capabilities
-    dropped, sweep of leftover processes), ``nproc_base``
-    (processes the programs' uid already has) and ``under_tmp`` (directories under
-    ``/tmp`` to bind back into each program's fresh ``/tmp``).
-    """
-    import builtins
-    import ctypes
-    import gc
-    import json
-    import os
-    import resource
-    import select
-    import shutil
-    import signal
-    import socket
-    import sys
-    import tempfile
-    import time
-
-    cfg = json.loads(sys.argv[1])
-    isolated = cfg["isolated"]
-    libc = ctypes.CDLL(None, use_errno=True)
-    pr_set_pdeathsig, pr_set_dumpable, pr_set_child_subreaper, pr_set_no_new_privs = 1, 4, 36, 38
-    clone_newns, clone_newipc = 0x00020000, 0x08000000
-    ms_rdonly, ms_nosuid, ms_nodev, ms_remount, ms_bind, ms_rec, ms_private = 1, 2, 4, 32, 4096, 16384, 1 << 18
-    mnt_detach = 2
-    if isolated:
-        libc.prctl(pr_set_dumpable, 0, 0, 0, 0)  # no /proc/1/mem, /proc/1/fd for programs
-    libc.prctl(pr_set_child_subreaper, 1, 0, 0, 0)  # the orphans of programs become our children
-    me = os.getpid()
-    # In the sandbox we are pid 1: the kernel drops signals from inside the namespace that
-    # we do not handle, so a program cannot kill us; SIGINT is handled by Python, so ignore it.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    catchable = [s for s in signal.valid_signals() if s not in (signal.SIGKILL, signal.SIGSTOP, signal.SIGCHLD)]
-    python_handlers = {s: signal.getsignal(s) for s in catchable}
-
-    def send(obj):
-        data = (json.dumps(obj) + "\n").encode()
-        while data:
-            data = data[os.write(1, data):]
-
-    def check(ok, what):
-        if ok != 0:
-            raise OSError(ctypes.get_errno(), f"{what}: {os.strerror(ctypes.get_errno())}")
-
-    def deny_keyrings():
-        # The kernel's keyrings are not namespaced: a key one program adds to its uid's keyring
-        # would be there for the next. Refuse add_key, request_key and keyctl (as Docker's
-        # default seccomp profile does) with a seccomp filter: EPERM.
-        import platform
-
-        arch, numbers = {"x86_64": (0xC000003E, (248, 249, 250)),
-                         "aarch64": (0xC00000B7, (217, 218, 219))}.get(platform.machine(), (None, ()))
-        if arch is None:
-            return
-
-        class Filter(ctypes.Structure):
-            _fields_ = [("code", ctypes.c_uint16), ("jt", ctypes.c_uint8), ("jf", ctypes.c_uint8),
-                        ("k", ctypes.c_uint32)]
-
-        class Program(ctypes.Structure):
-            _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.POINTER(Filter))]
-
-        ld, jeq, jge, ret = 0x20, 0x15, 0x35, 0x06
-        allow, eperm = 0x7FFF0000, 0x00050000 | 1
-        n = len(numbers)
-        code = [(ld, 0, 0, 4), (jeq, 1, 0, arch), (ret, 0, 0, allow), (ld, 0, 0, 0),
-                (jge, n + 1, 0, 0x40000000)]  # x32 system calls: refused too
-        code += [(jeq, n - i, 0, nr) for i, nr in enumerate(numbers)]
-        code += [(ret, 0, 0, allow), (ret, 0, 0, eperm)]
-        filters = (Filter * len(code))(*[Filter(*c) for c in code])
-        check(libc.prctl(22, 2, ctypes.byref(Program(len(code), filters)), 0, 0), "seccomp")
-
-    def drop_capabilities():
-        class Header(ctypes.Structure):
-            _fields_ = [("version", ctypes.c_uint32), ("pid", ctypes.c_int)]
-
-        class Data(ctypes.Structure):
-            _fields_ = [("effective", ctypes.c_uint32), ("permitted", ctypes.c_uint32),
-                        ("inheritable", ctypes.c_uint32)]
-
-        check(libc.capset(ctypes.byref(Header(0x20080522, 0)), (Data * 2)()), "capset")
-
-    if isolated:
-        # A mount namespace of our own, private, owned by our user namespace: in a user
-        # namespace bwrap's own one does not let us mount over /tmp.
-        check(libc.unshare(clone_newns), "unshare the mount namespace")
-        check(libc.mount(None, b"/", None, ms_rec | ms_private, None), "make / private")
-    # Directories under /tmp (a venv) to bind back into every fresh /tmp, reached by fd.
-    under_tmp = [(d, os.open(d, os.O_PATH)) for d in cfg["under_tmp"]] if isolated else []
-
-    def fresh_tmp(lim):
-        # A new tmpfs over /tmp for the next program (nothing of an earlier one is visible),
-        # limited in bytes and inodes; detached again once the program's processes are gone,
-        # which frees its files, inodes and memory. (Done here rather than in a mount namespace
-        # per program: tearing a mount namespace down waits for an RCU grace period, tens of
-        # milliseconds on a busy host.)
-        opts = f"size={lim['tmp_bytes']},nr_inodes={lim['tmp_inodes']},mode=1777"
-        check(libc.mount(b"tmpfs", b"/tmp", b"tmpfs", ms_nosuid | ms_nodev, opts.encode()), "mount /tmp")
-        for path, fd in under_tmp:
-            os.makedirs(path, exist_ok=True)
-            check(libc.mount(f"/proc/self/fd/{fd}".encode(), path.encode(), None, ms_bind | ms_rec, None), "bind")
-            libc.mount(None, path.encode(), None, ms_bind | ms_remount | ms_rdonly, None)
-
-    def drop_tmp():
-        check(libc.umount2(b"/tmp", mnt_detach), "detach /tmp")
-
-    def program_process(job_fd, out_w, st_w, pid_w):
-        # Runs in a fork of the starter: nothing of the worker's jobs or results is in memory.
-        try:
-            os.write(pid_w, os.getpid().to_bytes(4, "little"))
-            os.close(pid_w)
-            for s, handler in python_handlers.items():
-                try:
-                    signal.signal(s, handler if handler is not None else signal.SIG_DFL)
-                except (OSError, ValueError):
-                    pass
-            signal.signal(signal.SIGINT, signal.default_int_handler)
-            os.setsid()
-            with os.fdopen(job_fd, "rb") as f:
-                job = json.loads(f.read())
-            lim = job["limits"]
-            tmp = job["tmp"]
-            os.chdir(tmp)
-            if isolated:  # System V IPC objects of its own, gone with it
-                check(libc.unshare(clone_newipc), "unshare the IPC namespace")
-            if cfg["uid"] is not None:
-                os.setgroups([])
-                os.setgid(cfg["uid"])
-                os.setuid(cfg["uid"])  # from root: every capability goes too
-            elif isolated:
-                drop_capabilities()
-            check(libc.prctl(pr_set_no_new_privs, 1, 0, 0, 0), "no_new_privs")
-            if isolated:
-                deny_keyrings()
-            null = os.open(os.devnull, os.O_RDONLY)
-            os.dup2(null, 0)
-            os.dup2(out_w, 1)
-            os.dup2(out_w, 2)
-            os.dup2(st_w, 3)
-            os.closerange(4, 1 << 16)
-            os.environ.clear()
-            os.environ.update(PATH="/usr/local/bin:/usr/bin:/bin", HOME=tmp, TMPDIR=tmp)
-            tempfile.tempdir = tmp
-            cpu = lim["cpu_s"]
-            resource.setrlimit(resource.RLIMIT_CPU, (cpu, cpu + 1))
-            resource.setrlimit(resource.RLIMIT_AS, (lim["memory_bytes"],) * 2)
-            nproc = cfg["nproc_base"] + lim["processes"]
-            resource.setrlimit(resource.RLIMIT_NPROC, (nproc, nproc))
-            resource.setrlimit(resource.RLIMIT_FSIZE, (lim["file_size_bytes"],) * 2)
-            resource.setrlimit(resource.RLIMIT_NOFILE, (lim["open_files"],) * 2)
-            resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
-        except BaseException as e:  # noqa: BLE001 - reported as a sandbox error, never as the program's
-            try:
-                os.write(st_w, f"SETUP {type(e).__name__}: {e}"[:500].encode("utf-8", "replace"))
-            finally:
-                os._exit(71)
-        sys.argv = ["program.py"]
-        mine = os.getpid()  # processes the program forks must not report in its name
-        program, calls, token = job["program"], job["calls"], job["token"]
-        del job
-        namespace = {"__name__": "__main__", "__builtins__": builtins}
-        try:
-            exec(compile(program, "program.py", "exec"), namespace)  # noqa: S102 - the point
-            if calls is not None:
-                function = namespace.get(calls["function"])
-                if not callable(function):
-                    raise NameError(f"the program defines no function {calls['function']!r}")
-                results = []
-                for item in calls["inputs"]:
-                    args, kwargs = decode_plain(item[0]), decode_plain(item[1])
-                    try:
-                        value = function(*args, **kwargs)
-                    except BaseException as e:  # noqa: BLE001 - the call's failure is its result
-                        try:
-                            name, text = type(e).__name__, str(e)
-                        except BaseException:  # noqa: BLE001
-                            name, text = "BaseException", "(unprintable)"
-                        results.append(["raised", str(name)[:100], str(text)[:500]])
-                        continue
-                    try:
-                        results.append(["ok", encode_plain(value)])
-                    except BaseException:  # noqa: BLE001 - an object that lies about its class
-                        results.append(["ok", ["opaque", "unencodable"]])
-            try:
-                sys.stdout.flush()
-                sys.stderr.flush()
-            except BaseException:  # noqa: BLE001, S110 - the program may have closed them
-                pass
-            if os.getpid() == mine:
-                data = (json.dumps(results) if calls is not None else token).encode()
-                while data:
-                    data = data[os.write(3, data):]
-            os._exit(0)
-        except BaseException as e:  # noqa: BLE001 - the program's own failure, reported to the worker
-            line = f"{type(e).__name__}: {e}" if str(e) else type(e).__name__
-            try:
-                if os.getpid() == mine:
-                    os.write(3, ("FAIL " + line[:500]).encode("utf-8", "replace"))
-            finally:
-                os._exit(1)
-
-    def starter_main(sock):
-        # Forks one program per request (which tells the worker its pid itself) and reports
-        # its exit status. It never reads a job, so its memory (which each program starts
-        # from) holds none.
-        libc.prctl(pr_set_pdeathsig, signal.SIGKILL, 0, 0, 0)  # dies with the worker
-        for s in catchable:
-            try:
-                signal.signal(s, signal.SIG_IGN)
-            except (OSError, ValueError):
-                pass
-        null = os.open(os.devnull, os.O_RDWR)
-        for fd in (0, 1, 2):  # not the harness's pipes: only the worker speaks to the harness
-            os.dup2(null, fd)
-        os.close(null)
-        # Warm up what each program would otherwise initialise on its own (the first compile()
-        # in a process builds the AST types, several milliseconds), then freeze the heap so
-        # programs' garbage collections skip everything inherited instead of touching (and so
-        # copying) every page of it.
-        exec(compile("def f(*a, **k):\n    return [a, k]\n", "warm-up", "exec"), {})  # noqa: S102 - our own code
-        json.loads(json.dumps(encode_plain(decode_plain(encode_plain([(1, 2.5), {"k": {"s"}}, None])))))
-        gc.collect()
-        gc.freeze()
-        while True:
-            try:
-                msg, fds, _, _ = socket.recv_fds(sock, 16, 4)
-            except OSError:
-                os._exit(0)
-            if not msg or len(fds) != 4:
-                os._exit(0)
-            try:
-                pid = os.fork()
-            except OSError:
-                pid = None
-            if pid == 0:
-                sock.close()
-                program_process(*fds)
-            for fd in fds:
-                os.close(fd)
-            if pid is None:
-                sock.send(b"E")
-                continue
-            _, wait_status = os.waitpid(pid, 0)
-            sock.send(b"X" + wait_status.to_bytes(4, "little"))
-
-    starter = {"pid": None, "sock": None}
-
-    def start_starter():
-        if starter["pid"] is not None:
-            try:
-                os.kill(starter["pid"], signal.SIGKILL)
-                os.waitpid(starter["pid"], 0)
-            except OSError:
-                pass
-            starter["sock"].close()
-        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-        pid = os.fork()
-        if pid == 0:
-            ours.close()
-            os.closerange(3, theirs.fileno())
-            os.closerange(theirs.fileno() + 1, 1 << 16)
-            starter_main(theirs)
-            os._exit(0)
-        theirs.close()
-        ours.settimeout(10)
-        starter.update(pid=pid, sock=ours)
-
-    def start_program(fds):
-        # The program's pid comes from the program itself (first thing after the fork, before
-        # any of its code runs), so it is known even if the starter dies right after.
-        pid_r, pid_w = os.pipe()
-        try:
-            for _ in range(2):
-                try:
-                    os.kill(starter["pid"], signal.SIGCONT)  # a program of the same uid may have stopped it
-                    socket.send_fds(starter["sock"], [b"F"], [*fds, pid_w])
-                    break
-                except OSError:
-                    start_starter()  # it died (killed by a program running as its uid)
-            else:
-                return None
-            os.close(pid_w)
-            pid_w = None
-            data = os.read(pid_r, 4) if select.select([pid_r], [], [], 10)[0] else b""
-            if len(data) == 4:
-                return int.from_bytes(data, "little")
-            start_starter()  # it could not fork, or hung: start afresh
-            return None
-        finally:
-            os.close(pid_r)
-            if pid_w is not None:
-                os.close(pid_w)
-
-    def reported_exit():
-        # The starter reaps the program and reports its wait status; None if the starter is gone.
-        try:
-            reply = starter["sock"].recv(8)
-        except OSError:
-            return None
-        return int.from_bytes(reply[1:], "little") if len(reply) == 5 and reply[:1] == b"X" else None
-
-    def sweep():
-        # Kill every other process of the namespace (we are its pid 1), until none is left alive.
-        for _ in range(200):
-            alive = 0
-            for name in os.listdir("/proc"):
-                if not name.isdigit() or int(name) in (me, starter["pid"]):
-                    continue
-                try:
-                    with open(f"/proc/{name}/stat", "rb") as f:
-                        state = f.read().rsplit(b")", 1)[1].split()[0]
-                    if state != b"Z":
-                        alive += 1
-                        os.kill(int(name), signal.SIGKILL)
-                except (OSError, IndexError):
-                    pass
-            if not alive:
-                return
-            time.sleep(0.005)
-
-    def reap_orphans():
-        # As subreaper (and pid 1) we inherit the program's orphans; collect their exit statuses.
-        while True:
-            try:
-                pid, _ = os.waitpid(-1, os.WNOHANG)
-            except ChildProcessError:
-                return
-            if pid == 0:
-                return
-
-    def run(job):
-        lim = job["limits"]
-        calls = job.get("calls")
-        token = os.urandom(16).hex() if calls is None else None
-        if isolated:
-            try:
-                fresh_tmp(lim)
-            except OSError as e:
-                return {"id": job["id"], "status": "sandbox-error", "reason": f"could not prepare /tmp: {e}",
-                        "output": "", "wall_s": None, "report": None}
-        tmp = "/tmp" if isolated else tempfile.mkdtemp(prefix="sample-")
-        job_fd = os.memfd_create("job")
-        payload = json.dumps({"program": job["program"], "calls": calls, "limits": lim,
-                              "token": token, "tmp": tmp}).encode()
-        while payload:
-            payload = payload[os.write(job_fd, payload):]
-        os.lseek(job_fd, 0, os.SEEK_SET)
-        out_r, out_w = os.pipe()
-        st_r, st_w = os.pipe()
-        start = time.monotonic()
-        pid = start_program([job_fd, out_w, st_w])
-        for fd in (job_fd, out_w, st_w):
-            os.close(fd)
-        if pid is None:
-            for fd in (out_r, st_r):
-                os.close(fd)
-            if isolated:
-                drop_tmp()
-            else:
-                shutil.rmtree(tmp, ignore_errors=True)
-            return {"id": job["id"], "status": "sandbox-error", "reason": "could not start the program",
-                    "output": "", "wall_s": None, "report": None}
-        # The program's end is the starter's report of its exit. If the starter dies (a program
-        # running as its uid killed it), the program is reparented to us: watch it through a pidfd.
-        sock_fd, pidfd, starter_lost, wait_status = starter["sock"].fileno(), None, False, None
-        poller = select.poll()
-        for fd in (out_r, st_r, sock_fd, 0):
-            poller.register(fd, select.POLLIN)
-        kept, total, status, verdict = bytearray(), 0, bytearray(), None
-        status_cap = lim["max_return_bytes"] if calls is not None else 4096
-        deadline = start + lim["timeout_s"]
-        open_fds = {out_r, st_r}
-
-        def take(fd, data):
-            nonlocal total, verdict
-            if fd == out_r:
-                total += len(data)
-                kept.extend(data[: max(0, job["keep_output"] - len(kept))])
-                if total > lim["max_output_bytes"] and verdict is None:
-                    verdict = ("output-limit", f"output limit exceeded (> {lim['max_output_bytes']} bytes)")
-            else:
-                status.extend(data)
-                if len(status) > status_cap and verdict is None:
-                    verdict = ("output-limit", f"return values over the limit (> {status_cap} bytes)")
-                    del status[status_cap:]
-
-        while verdict is None:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                verdict = ("timeout", f"timed out after {lim['timeout_s']:g} s (wall clock)")
-                break
-            events = poller.poll(remaining * 1000)
-            exited = False
-            for fd, _ in events:
-                if fd == 0:
-                    if not os.read(0, 1):  # harness gone: stop everything
-                        try:
-                            os.killpg(pid, signal.SIGKILL)
-                        except ProcessLookupError:
-                            pass
-                        if isolated:
-                            sweep()
-                        os._exit(0)
-                elif fd == sock_fd:
-                    wait_status = reported_exit()
-                    poller.unregister(sock_fd)
-                    if wait_status is not None:
-                        exited = True
-                    else:
-                        starter_lost = True
-                        try:
-                            pidfd = os.pidfd_open(pid)
-                            poller.register(pidfd, select.POLLIN)
-                        except ProcessLookupError:
-                            exited = True
-                elif fd == pidfd:
-                    exited = True
-                elif fd in open_fds:
-                    data = os.read(fd, 1 << 16)
-                    if not data:
-                        poller.unregister(fd)
-                        open_fds.discard(fd)
-                    else:
-                        take(fd, data)
-            if exited and verdict is None:
-                break
-        try:
-            os.killpg(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        if isolated:
-            sweep()
-        if wait_status is None and not starter_lost:
-            try:
-                os.kill(starter["pid"], signal.SIGCONT)  # a program of its uid may have stopped it
-            except OSError:
-                pass
-            wait_status = reported_exit()
-            starter_lost = wait_status is None
-        if wait_status is None:
-            try:
-                wait_status = os.waitpid(pid, 0)[1]
-            except ChildProcessError:
-                pass
-        if starter_lost:
-            start_starter()
-        wall = time.monotonic() - start
-        reap_orphans()
-        for fd in (sock_fd, pidfd, 0):
-            try:
-                poller.unregister(fd)
-            except (KeyError, TypeError):
-                pass
-        # Every writer is dead now; read what is left without waiting for escaped processes.
-        drain_until = time.monotonic() + 0.2
-        while open_fds and time.monotonic() < drain_until:
-            for fd, _ in poller.poll(50):
-                if fd in open_fds:
-                    data = os.read(fd, 1 << 16)
-                    if not data:
-                        poller.unregister(fd)
-                        open_fds.discard(fd)
-                    else:
-                        take(fd, data)
-        for fd in (out_r, st_r, pidfd):
-            if fd is not None:
-                os.close(fd)
-        if isolated:
-            drop_tmp()  # every process that could hold it is gone (swept)
-        else:
-            shutil.rmtree(tmp, ignore_errors=True)
-        report = None
-        if verdict is None and wait_status is None:
-            verdict = ("sandbox-error", "lost the program's exit status")
-        if verdict is None:
-            code = os.WEXITSTATUS(wait_status) if os.WIFEXITED(wait_status) else None
-            if os.WIFSIGNALED(wait_status):
-                sig = os.WTERMSIG(wait_status)
-                names = {signal.SIGXCPU: "CPU time limit exceeded", signal.SIGXFSZ: "file size limit exceeded"}
-                verdict = ("killed", names.get(sig, f"killed by signal {signal.Signals(sig).name}"))
-            elif code == 71 and status.startswith(b"SETUP "):
-                verdict = ("sandbox-error", "could not prepare the program's sandbox: "
-                           + status[6:].decode("utf-8", "replace"))
-            elif code == 0 and calls is None and bytes(status) == token.encode():
-                verdict = ("passed", None)
-            elif code == 0 and calls is not None and status[:1] == b"[":
-                verdict, report = ("returned", None), status.decode("utf-8", "replace")
-            elif status.startswith(b"FAIL "):
-                verdict = ("failed", status[5:].decode("utf-8", "replace"))
-            else:
-                verdict = ("failed", f"exited with status {code} before the end of the program")
-        return {"id": job["id"], "status": verdict[0], "reason": verdict[1],
-                "output": kept.decode("utf-8", "replace"), "wall_s": wall, "report": report}
-
-    start_starter()
-    buffer = b""
-    while True:
-        chunk = os.read(0, 1 << 16)
-        if not chunk:
-            return
-        buffer += chunk
-        while b"\n" in buffer:
-            line, buffer = buffer.split(b"\n", 1)
-            send(run(json.loads(line)))
-
-
+@cache
 def _worker_source() -> str:
-    """The worker's program text: the plain-data codec, then :func:`_worker_main`."""
-    parts = [inspect.getsource(f) for f in (Opaque, encode_plain, decode_plain, _worker_main)]
-    return "\n\n".join(parts) + "\n_worker_main()\n"
+    """The worker's program: the text of :mod:`evalsuite.sandbox_worker` (the sandbox shows no checkout)."""
+    return inspect.getsource(sandbox_worker)
 
 
 # --- the harness side --------------------------------------------------------------------------
@@ -993,18 +366,30 @@ def start_worker_process(isolation: str, index: int, hide: Sequence[str] = ()) -
 
 
 class _Worker:
-    """One sandboxed interpreter and the pipes to it."""
+    """One sandboxed interpreter and the pipes to it (a :class:`~evalsuite.workers.Worker`).
+
+    It takes a job as soon as it is started: a job's hand-over time includes the
+    interpreter's start, which :data:`_GRACE_S` covers.
+    """
+
+    ready = True
 
     def __init__(self, isolation: str, index: int, hide: Sequence[str]) -> None:
         self.proc = start_worker_process(isolation, index, hide)
         self.fd = self.proc.stdout.fileno()
         self.buffer = b""
 
+    def waitables(self) -> list[int]:
+        return [self.fd]  # end of file when the worker dies
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
     def send(self, job: dict) -> None:
         self.proc.stdin.write((json.dumps(job) + "\n").encode())
 
-    def read_lines(self) -> list[bytes] | None:
-        """Complete lines that arrived; ``None`` at end of file (the worker died)."""
+    def receive(self) -> list[bytes] | None:
+        """Complete reply lines that arrived; ``None`` at end of file (the worker died)."""
         data = os.read(self.fd, 1 << 16)
         if not data:
             return None
@@ -1050,7 +435,9 @@ class SandboxPool:
     with its reference solutions, a cache of expected outputs). Use as a context
     manager or call :meth:`close`; workers also exit when the harness process ends
     (end of file on their stdin). Not thread-safe: one :meth:`run` or :meth:`call`
-    at a time.
+    at a time. The workers live in a :class:`~evalsuite.workers.KillablePool`,
+    which starts one when a job first needs it and replaces one that dies or hangs
+    (``restarts`` counts them).
     """
 
     def __init__(self, isolation: str, workers: int | None = None, limits: Limits = Limits(),
@@ -1063,40 +450,21 @@ class SandboxPool:
             raise UsageError(f"sandbox workers must be >= 1, got {self.size}")
         self.limits = limits
         self.hide = tuple(sorted({os.fspath(p) for p in hide}))
-        self.restarts = 0
-        self._workers: list[_Worker | None] = [None] * self.size
-        self._finalizer = weakref.finalize(self, SandboxPool._close_all, self._workers)
+        self._pool = KillablePool(lambda index: _Worker(self.isolation, index, self.hide), self.size)
 
-    @staticmethod
-    def _close_all(workers: list) -> None:
-        for i, w in enumerate(workers):
-            if w is not None:
-                w.kill()
-                workers[i] = None
+    @property
+    def restarts(self) -> int:
+        """Workers replaced so far (they died, hung, or could not be reached)."""
+        return self._pool.restarts
 
     def close(self) -> None:
-        self._finalizer()
+        self._pool.close()
 
     def __enter__(self) -> SandboxPool:  # noqa: PYI034
         return self
 
     def __exit__(self, *exc) -> None:
         self.close()
-
-    def _worker(self, index: int) -> _Worker:
-        worker = self._workers[index]
-        if worker is not None and worker.proc.poll() is not None:
-            # It died while idle: e.g. its parent-death signal fired because the thread
-            # that started it ended (see evalsuite.lifecycle). No job was lost; start afresh.
-            self._replace(index)
-        if self._workers[index] is None:
-            self._workers[index] = _Worker(self.isolation, index, self.hide)
-        return self._workers[index]
-
-    def _replace(self, index: int) -> None:
-        self._workers[index].kill()
-        self._workers[index] = None
-        self.restarts += 1
 
     def run(self, programs: Sequence[str], limits: Limits | None = None) -> list[Outcome]:
         """Runs each program (Python source) once; one :class:`Outcome` each, in order.
@@ -1130,50 +498,25 @@ class SandboxPool:
         return [_decode_outcome(o, report, len(job.inputs)) for (o, report), job in zip(replies, jobs)]
 
     def _dispatch(self, jobs: list[dict], limits: Limits | None) -> list[tuple[Outcome, str | None]]:
-        """Sends the jobs to the workers; per job its Outcome and the raw report of a call job."""
+        """Runs the jobs in the workers; per job its Outcome and the raw report of a call job.
+
+        The worker enforces each program's limits itself; the pool's limit, ``_GRACE_S``
+        longer, catches a worker that hangs.
+        """
         lim = limits or self.limits
         wire = {**asdict(lim), "cpu_s": lim.cpu_s or max(1, math.ceil(lim.timeout_s))}
-        results: list[tuple[Outcome, str | None] | None] = [None] * len(jobs)
-        pending = deque(range(len(jobs)))
-        idle = deque(range(self.size))
-        busy: dict[int, tuple[int, float]] = {}  # worker index -> (job index, deadline)
-        while pending or busy:
-            while pending and idle:
-                w, p = idle.popleft(), pending.popleft()
-                try:
-                    self._worker(w).send({**jobs[p], "id": p, "limits": wire, "keep_output": KEEP_OUTPUT_BYTES})
-                    busy[w] = (p, time.monotonic() + lim.timeout_s + _GRACE_S)
-                except OSError as e:
-                    results[p] = (Outcome("sandbox-error", f"could not reach the sandbox worker: {e}"), None)
-                    self._replace(w)
-                    idle.append(w)
-            now = time.monotonic()
-            wait = max(0.0, min(deadline for _, deadline in busy.values()) - now) if busy else 0.0
-            by_fd = {self._workers[w].fd: w for w in busy}
-            ready, _, _ = select.select(list(by_fd), [], [], wait)
-            for fd in ready:
-                w = by_fd[fd]
-                p = busy[w][0]
-                lines = self._workers[w].read_lines()
-                if lines is None:
-                    results[p] = (Outcome("sandbox-error", "the sandbox worker died (killed by the program?)"), None)
-                    self._replace(w)
-                elif lines:
-                    reply = json.loads(lines[-1])
-                    results[p] = (Outcome(reply["status"], reply["reason"], reply["output"], reply["wall_s"]),
-                                  reply.get("report"))
-                else:
-                    continue
-                del busy[w]
-                idle.append(w)
-            now = time.monotonic()
-            for w, (p, deadline) in list(busy.items()):
-                if now > deadline:
-                    results[p] = (Outcome("sandbox-error", "the sandbox worker stopped answering"), None)
-                    self._replace(w)
-                    del busy[w]
-                    idle.append(w)
-        return results  # type: ignore[return-value]
+        sent = [{**job, "id": k, "limits": wire, "keep_output": KEEP_OUTPUT_BYTES} for k, job in enumerate(jobs)]
+        return [_reply_outcome(ended) for ended in self._pool.map(sent, lim.timeout_s + _GRACE_S)]
+
+
+def _reply_outcome(ended: Ended) -> tuple[Outcome, str | None]:
+    """A job's Outcome (and a call job's raw report) from how it ended in the pool."""
+    if ended.status == "timeout":
+        return Outcome("sandbox-error", "the sandbox worker stopped answering"), None
+    if ended.status == "died":
+        return Outcome("sandbox-error", f"the sandbox worker died ({ended.value or 'killed by the program?'})"), None
+    reply = json.loads(ended.value)
+    return Outcome(reply["status"], reply["reason"], reply["output"], reply["wall_s"]), reply.get("report")
 
 
 def _has_opaque(node: Any) -> bool:

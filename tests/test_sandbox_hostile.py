@@ -67,7 +67,7 @@ def processes_inside(pool):
     """Per started worker: the processes under its bwrap (the worker itself and anything left)."""
     import psutil
 
-    return [len(psutil.Process(w.proc.pid).children(recursive=True)) for w in pool._workers if w is not None]
+    return [len(psutil.Process(w.proc.pid).children(recursive=True)) for w in pool._pool.workers if w is not None]
 
 
 def test_fork_bomb(pool):

@@ -143,17 +143,4 @@ def long_functions() -> dict[str, int]:
 
 def test_functions_are_at_most_60_lines():
     over = long_functions()
-    new = {k: v for k, v in over.items() if k not in LONG_FUNCTIONS}
-    assert new == {}, f"functions over {MAX_FUNCTION_LINES} lines: {new}"
-    fixed = LONG_FUNCTIONS - set(over)
-    assert fixed == set(), f"now within {MAX_FUNCTION_LINES} lines: drop from LONG_FUNCTIONS: {sorted(fixed)}"
-
-
-# Functions over the limit in evalsuite/ when the rule was written (issue 16): debt
-# that can only shrink (the test fails when an entry is no longer needed). tasks/
-# has none.
-LONG_FUNCTIONS = {
-    "evalsuite/sandbox.py:_worker_main",  # 510 lines
-    "evalsuite/sandbox.py:program_process",  # 94 lines
-    "evalsuite/sandbox.py:run",  # 163 lines
-}
+    assert over == {}, f"functions over {MAX_FUNCTION_LINES} lines: {over}"

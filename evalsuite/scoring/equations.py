@@ -30,22 +30,20 @@ from __future__ import annotations
 import atexit
 import functools
 import importlib
-import math
 import multiprocessing
 import os
 import re
 import signal
 import sys
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from multiprocessing.connection import wait as wait_for
 from typing import Any, Self
 
 import sympy
 from sympy.core.evalf import PrecisionExhausted
 
 from evalsuite.scoring.normalize import last_boxed, normalize_text, normalize_unicode, unbox
+from evalsuite.workers import KillablePool
 
 __all__ = [
     "CapExceeded",
@@ -1183,13 +1181,44 @@ def _worker_main(conn, memory_mib: int, preload: tuple[str, ...] = (), parent_pi
             conn.send(("error", f"result not sendable: {type(e).__name__}"))
 
 
-@dataclass
-class _Worker:
-    process: Any
-    conn: Any
-    ready: bool = False
-    job: int | None = None
-    deadline: float = math.inf
+class _Verifier:
+    """One spawned verifier process and the pipe to it (a :class:`~evalsuite.workers.Worker`)."""
+
+    def __init__(self, memory_mib: int, preload: tuple[str, ...]) -> None:
+        ctx = multiprocessing.get_context("spawn")
+        self.conn, child = ctx.Pipe()
+        self.process = ctx.Process(target=_worker_main, args=(child, memory_mib, preload, os.getpid()), daemon=True,
+                                   name="evalsuite-verifier")
+        self.process.start()
+        child.close()
+        self.ready = False
+
+    def waitables(self) -> list[Any]:
+        return [self.conn, self.process.sentinel]
+
+    def alive(self) -> bool:
+        return self.process.is_alive()
+
+    def send(self, job: tuple[Callable, tuple]) -> None:
+        self.conn.send(job)
+
+    def receive(self) -> list[tuple[str, Any]] | None:
+        try:
+            if not self.conn.poll():
+                return None if not self.process.is_alive() else []
+            kind, value = self.conn.recv()
+        except (EOFError, OSError):
+            return None
+        if kind == "ready":
+            self.ready = True
+            return []
+        return [(kind, value)]
+
+    def kill(self) -> None:
+        if self.process.is_alive():
+            self.process.kill()
+        self.process.join(timeout=5)
+        self.conn.close()
 
 
 @dataclass(frozen=True)
@@ -1209,34 +1238,22 @@ class VerifierPool:
 
     A job is dispatched only to a worker that has finished starting (so start-up
     is not charged to it); a job over ``time_limit_s`` has its worker killed
-    (SIGKILL) and replaced; a worker that dies is replaced too. Workers are
-    started with ``spawn``, so the pool is safe beside vLLM's threads; each
-    imports the ``preload`` modules (``"module"`` or ``"module:function"``, the
-    function called once) before it takes a job, and runs jobs on its main
-    thread (where SIGALRM-based timeouts, such as math-verify's, work).
+    (SIGKILL) and replaced; a worker that dies is replaced too (the machinery is
+    :class:`evalsuite.workers.KillablePool`'s). Workers are started with ``spawn``,
+    so the pool is safe beside vLLM's threads; each imports the ``preload``
+    modules (``"module"`` or ``"module:function"``, the function called once)
+    before it takes a job, and runs jobs on its main thread (where SIGALRM-based
+    timeouts, such as math-verify's, work).
     """
 
     workers: int = field(default_factory=lambda: max(1, os.cpu_count() or 1))
     time_limit_s: float = 5.0
     memory_mib: int = 2048
     preload: tuple[str, ...] = ("sympy",)
-    _pool: list[_Worker] = field(default_factory=list, init=False, repr=False)
+    _pool: KillablePool = field(init=False, repr=False)
 
-    def _start(self) -> _Worker:
-        ctx = multiprocessing.get_context("spawn")
-        parent, child = ctx.Pipe()
-        proc = ctx.Process(target=_worker_main, args=(child, self.memory_mib, self.preload, os.getpid()), daemon=True,
-                           name="evalsuite-verifier")
-        proc.start()
-        child.close()
-        return _Worker(proc, parent)
-
-    def _replace(self, worker: _Worker) -> None:
-        if worker.process.is_alive():
-            worker.process.kill()
-        worker.process.join(timeout=5)
-        worker.conn.close()
-        self._pool[self._pool.index(worker)] = self._start()
+    def __post_init__(self) -> None:
+        self._pool = KillablePool(lambda _slot: _Verifier(self.memory_mib, self.preload), self.workers)
 
     def map(self, fn: Callable, jobs: Sequence[tuple]) -> list[Outcome]:
         """Runs ``fn(*args)`` for each ``args`` in ``jobs`` in the workers.
@@ -1244,69 +1261,13 @@ class VerifierPool:
         ``fn`` must be importable by name (a module-level function). Returns one
         :class:`Outcome` per job, in order. Never raises for a job's failure.
         """
-        while len(self._pool) < self.workers:
-            self._pool.append(self._start())
-        results: list[Outcome | None] = [None] * len(jobs)
-        queue = list(range(len(jobs)))[::-1]
-        started: dict[int, float] = {}
-        while any(r is None for r in results):
-            now = time.monotonic()
-            for w in self._pool:
-                if w.ready and w.job is None and queue:
-                    k = queue.pop()
-                    try:
-                        w.conn.send((fn, jobs[k]))
-                    except (BrokenPipeError, OSError):
-                        queue.append(k)
-                        self._replace(w)
-                        continue
-                    w.job, started[k], w.deadline = k, now, now + self.time_limit_s
-            busy = [w for w in self._pool if w.job is not None]
-            next_deadline = min((w.deadline for w in busy), default=now + 1.0)
-            ready = wait_for([w.conn for w in self._pool] + [w.process.sentinel for w in self._pool],
-                             timeout=max(0.0, next_deadline - now))
-            now = time.monotonic()
-            for w in list(self._pool):
-                if w.conn in ready:
-                    try:
-                        kind, value = w.conn.recv()
-                    except (EOFError, OSError):
-                        kind, value = "died", None
-                    if kind == "ready":
-                        w.ready = True
-                        continue
-                    if w.job is not None:
-                        # A reply that lands after the deadline is over the limit all the
-                        # same; the verdict must not depend on how promptly we polled.
-                        late = kind != "died" and now > w.deadline
-                        results[w.job] = Outcome("timeout" if late else kind, None if late else value,
-                                                 now - started[w.job])
-                        w.job, w.deadline = None, math.inf
-                    if kind == "died":
-                        self._replace(w)
-                elif w.process.sentinel in ready and not w.process.is_alive():
-                    if w.job is not None:
-                        results[w.job] = Outcome("died", None, now - started[w.job])
-                    self._replace(w)
-                elif w.job is not None and now >= w.deadline:
-                    results[w.job] = Outcome("timeout", None, now - started[w.job])
-                    self._replace(w)
-        return [r for r in results if r is not None]
+        ended = self._pool.map([(fn, args) for args in jobs], self.time_limit_s)
+        return [Outcome(*e.value, e.seconds) if e.status == "replied" else Outcome(e.status, e.value, e.seconds)
+                for e in ended]
 
     def close(self) -> None:
-        """Stops every worker (politely, then by SIGKILL after a second)."""
-        for w in self._pool:
-            try:
-                w.conn.send(None)
-            except (BrokenPipeError, OSError):
-                pass
-        for w in self._pool:
-            w.process.join(timeout=1)
-            if w.process.is_alive():
-                w.process.kill()
-                w.process.join(timeout=5)
-            w.conn.close()
-        self._pool.clear()
+        """Stops every worker (SIGKILL: they hold nothing to save); a later :meth:`map` starts new ones."""
+        self._pool.close()
 
     def __enter__(self) -> Self:
         return self
