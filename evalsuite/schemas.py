@@ -107,7 +107,7 @@ class TaskEntry(_ConfigFile):
 
 
 class SuiteFile(_ConfigFile):
-    """The top level of a suite file (see :mod:`evalsuite.suite`)."""
+    """The top level of a suite file (see :mod:`evalsuite.pipeline.suite`)."""
 
     name: str | None = None
     label: str | None = None
@@ -193,7 +193,7 @@ class SampleLine(_TypesOnly):
 
 
 class CachedGeneration(_TypesOnly):
-    """A response-cache entry (:func:`evalsuite.cache.generation_to_json`)."""
+    """A response-cache entry (:func:`evalsuite.results.cache.generation_to_json`)."""
 
     text: str
     finish_reason: str | None = None

@@ -268,9 +268,9 @@ def summarize(records: Sequence[SampleRecord], skipped: Sequence[dict[str, Any]]
 def write_heatmap(records: Sequence[SampleRecord], run_dir: Path, grid: tuple[list[int], list],
                   skipped: Sequence[dict[str, Any]], threshold: float, title: str) -> None:
     """Writes ``needle_heatmap.png``: depth (rows, 0% at the top) x length (columns)
-    mean recall, drawn by the one heatmap function (:func:`evalsuite.plots.heatmap_figure`);
+    mean recall, drawn by the one heatmap function (:func:`evalsuite.report.plots.heatmap_figure`);
     skipped cells hatched, cells with no record blank."""
-    from evalsuite.plots import heatmap_figure
+    from evalsuite.report.plots import heatmap_figure
 
     summary = summarize(records, skipped, threshold)
     lengths, depths = grid

@@ -2,7 +2,12 @@
 
 import pytest
 
-from evalsuite.memory import MemoryMonitor, _nvml_handles, estimate_from_config, process_tree_rss
+from evalsuite.metrics.memory import (
+    MemoryMonitor,
+    _nvml_handles,
+    estimate_from_config,
+    process_tree_rss,
+)
 
 # Qwen2.5-7B-Instruct's config.json (the published values).
 QWEN25_7B = {

@@ -42,8 +42,8 @@ from typing import Any, Self
 import sympy
 from sympy.core.evalf import PrecisionExhausted
 
+from evalsuite.execution.workers import KillablePool
 from evalsuite.scoring.normalize import last_boxed, normalize_text, normalize_unicode, unbox
-from evalsuite.workers import KillablePool
 
 __all__ = [
     "CapExceeded",
@@ -1142,7 +1142,7 @@ def math_verify_gold(spec: EquationSpec) -> sympy.Basic:
 # Killable workers
 
 def _worker_main(conn, memory_mib: int, preload: tuple[str, ...] = (), parent_pid: int | None = None) -> None:
-    from evalsuite.lifecycle import set_parent_death_signal
+    from evalsuite.pipeline.lifecycle import set_parent_death_signal
 
     set_parent_death_signal(parent_pid)  # a check must not outlive a killed harness (it may spin for minutes)
     # Ctrl-C on the terminal reaches the whole process group; the harness decides when we end.
@@ -1182,7 +1182,7 @@ def _worker_main(conn, memory_mib: int, preload: tuple[str, ...] = (), parent_pi
 
 
 class _Verifier:
-    """One spawned verifier process and the pipe to it (a :class:`~evalsuite.workers.Worker`)."""
+    """One spawned verifier process and the pipe to it (a :class:`~evalsuite.execution.workers.Worker`)."""
 
     def __init__(self, memory_mib: int, preload: tuple[str, ...]) -> None:
         ctx = multiprocessing.get_context("spawn")
@@ -1239,7 +1239,7 @@ class VerifierPool:
     A job is dispatched only to a worker that has finished starting (so start-up
     is not charged to it); a job over ``time_limit_s`` has its worker killed
     (SIGKILL) and replaced; a worker that dies is replaced too (the machinery is
-    :class:`evalsuite.workers.KillablePool`'s). Workers are started with ``spawn``,
+    :class:`evalsuite.execution.workers.KillablePool`'s). Workers are started with ``spawn``,
     so the pool is safe beside vLLM's threads; each imports the ``preload``
     modules (``"module"`` or ``"module:function"``, the function called once)
     before it takes a job, and runs jobs on its main thread (where SIGALRM-based

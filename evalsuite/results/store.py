@@ -17,7 +17,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from evalsuite.encoding import _json_default, record_line  # noqa: F401 -- record_line is part of this API
+from evalsuite.results.encoding import _json_default, record_line  # noqa: F401 -- record_line is part of this API
 from evalsuite.types import SampleRecord
 
 SCHEMA_VERSION = 1
@@ -50,10 +50,10 @@ class RunWriter:
         """Writes one line per record and flushes; returns the records as written.
 
         A record that cannot be written as JSON (too deeply nested, circular) is
-        replaced by :func:`evalsuite.guard.writable_record`, which says why in its
+        replaced by :func:`evalsuite.pipeline.guard.writable_record`, which says why in its
         ``error``: the per-sample guard's ``record`` step.
         """
-        from evalsuite.guard import record_and_line
+        from evalsuite.pipeline.guard import record_and_line
 
         written = []
         for record in records:

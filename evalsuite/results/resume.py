@@ -28,7 +28,7 @@ from typing import Any
 
 from evalsuite.config import EngineConfig, RunConfig
 from evalsuite.errors import UsageError
-from evalsuite.results import RunWriter
+from evalsuite.results.store import RunWriter
 from evalsuite.schemas import SampleLine
 from evalsuite.types import SampleRecord, Score, Timings
 

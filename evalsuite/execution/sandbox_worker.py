@@ -1,7 +1,7 @@
 """The program each sandbox worker runs, in an interpreter of its own inside the sandbox.
 
 The bubblewrap sandbox shows no checkout, so this module imports nothing but the
-standard library: :func:`evalsuite.sandbox.start_worker_process` sends its text
+standard library: :func:`evalsuite.execution.sandbox.start_worker_process` sends its text
 to ``python -I -c``, with a JSON configuration as ``sys.argv[1]``: ``uid`` (the
 uid programs run as, or null), ``isolated`` (bubblewrap: a fresh ``/tmp`` per
 program, capabilities dropped, leftover processes swept), ``nproc_base``
@@ -10,7 +10,7 @@ program, capabilities dropped, leftover processes swept), ``nproc_base``
 the plain-data codec (:class:`Opaque`, :func:`encode_plain`, :func:`decode_plain`)
 from here, so both sides read and write plain data with the same code.
 
-Three processes (the security properties are in :mod:`evalsuite.sandbox`'s doc):
+Three processes (the security properties are in :mod:`evalsuite.execution.sandbox`'s doc):
 
 - the worker (:class:`Worker`, pid 1 of the sandbox) reads one JSON job per line
   on stdin and answers one JSON line on stdout; it prepares each program's

@@ -8,9 +8,9 @@ how promptly the pool looked). It knows nothing of what a job is: a worker kind
 (:class:`Worker`) says how to start a process, send it a job and read its replies.
 
 Two kinds use it: the sandboxed interpreters that run generated code
-(:class:`evalsuite.sandbox.SandboxPool`) and the processes that check math
+(:class:`evalsuite.execution.sandbox.SandboxPool`) and the processes that check math
 answers with sympy (:class:`evalsuite.scoring.equations.VerifierPool`). Each kind
-makes its processes die with the harness (see :mod:`evalsuite.lifecycle`).
+makes its processes die with the harness (see :mod:`evalsuite.pipeline.lifecycle`).
 """
 
 from __future__ import annotations
@@ -148,7 +148,7 @@ class KillablePool:
         worker = self.workers[slot]
         if worker is not None and not worker.alive():
             # e.g. its parent-death signal fired because the thread that started it ended
-            # (see evalsuite.lifecycle). No job was lost; start afresh.
+            # (see evalsuite.pipeline.lifecycle). No job was lost; start afresh.
             self._replace(slot)
         if self.workers[slot] is None:
             self.workers[slot] = self._start(slot)

@@ -1,7 +1,7 @@
 """Running untrusted programs: a pool of warm sandboxed workers that fork per program.
 
 Each worker is one Python interpreter started once inside a sandbox (its program is
-:mod:`evalsuite.sandbox_worker`; the pool around it, :class:`evalsuite.workers.KillablePool`). It forks a
+:mod:`evalsuite.execution.sandbox_worker`; the pool around it, :class:`evalsuite.execution.workers.KillablePool`). It forks a
 *starter* before it reads any job; for every program the starter forks the
 process that runs it, so a program starts from the starter's pristine memory and
 never holds the worker's jobs, results or pipes, nor another program's data.
@@ -79,16 +79,16 @@ from dataclasses import asdict, dataclass, field
 from functools import cache
 from typing import Any
 
-from evalsuite import sandbox_worker
 from evalsuite.errors import UsageError
-from evalsuite.lifecycle import parent_death_argv
-from evalsuite.sandbox_worker import (  # noqa: F401 -- the codec is re-exported: the harness reads plain data here
+from evalsuite.execution import sandbox_worker
+from evalsuite.execution.sandbox_worker import (  # noqa: F401 -- the codec is re-exported: the harness reads plain data here
     PLAIN_MAX_DEPTH,
     Opaque,
     decode_plain,
     encode_plain,
 )
-from evalsuite.workers import Ended, KillablePool
+from evalsuite.execution.workers import Ended, KillablePool
+from evalsuite.pipeline.lifecycle import parent_death_argv
 
 ISOLATIONS = ("bwrap", "none")
 SANDBOX_UID_BASE = 1_999_990_000
@@ -190,7 +190,7 @@ class CallJob:
 
 
 # --- plain data: the only thing that crosses back from a program ---------------------------
-# The codec (Opaque, encode_plain, decode_plain) lives in evalsuite.sandbox_worker, whose
+# The codec (Opaque, encode_plain, decode_plain) lives in evalsuite.execution.sandbox_worker, whose
 # text is also the worker's program: both sides use the same code.
 
 
@@ -226,7 +226,7 @@ def decode_returns(report: str, count: int) -> tuple[Returned, ...]:
 
 @cache
 def _worker_source() -> str:
-    """The worker's program: the text of :mod:`evalsuite.sandbox_worker` (the sandbox shows no checkout)."""
+    """The worker's program: the text of :mod:`evalsuite.execution.sandbox_worker` (the sandbox shows no checkout)."""
     return inspect.getsource(sandbox_worker)
 
 
@@ -366,7 +366,7 @@ def start_worker_process(isolation: str, index: int, hide: Sequence[str] = ()) -
 
 
 class _Worker:
-    """One sandboxed interpreter and the pipes to it (a :class:`~evalsuite.workers.Worker`).
+    """One sandboxed interpreter and the pipes to it (a :class:`~evalsuite.execution.workers.Worker`).
 
     It takes a job as soon as it is started: a job's hand-over time includes the
     interpreter's start, which :data:`_GRACE_S` covers.
@@ -435,7 +435,7 @@ class SandboxPool:
     with its reference solutions, a cache of expected outputs). Use as a context
     manager or call :meth:`close`; workers also exit when the harness process ends
     (end of file on their stdin). Not thread-safe: one :meth:`run` or :meth:`call`
-    at a time. The workers live in a :class:`~evalsuite.workers.KillablePool`,
+    at a time. The workers live in a :class:`~evalsuite.execution.workers.KillablePool`,
     which starts one when a job first needs it and replaces one that dies or hangs
     (``restarts`` counts them).
     """

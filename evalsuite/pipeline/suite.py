@@ -279,16 +279,16 @@ def run_suite(path: str | Path, args: Any, backend: Any = None) -> int:
     response cache (a real rerun, e.g. for a regression gate); the suite's directory is
     ``<--output-dir>/<--run-id or a new id>/``. Entries with the same model,
     backend and engine settings share one engine, opened once, and one request queue
-    (:func:`evalsuite.runner.run_many`): all their pending requests go to the engine at once. Returns the exit
+    (:func:`evalsuite.pipeline.runner.run_many`): all their pending requests go to the engine at once. Returns the exit
     code: 1 when the share of failed requests over the suite exceeds the suite's
     ``max_error_rate`` (or ``--max-error-rate``), else 0. ``backend``: an already
     open backend to run every entry on (and leave open), e.g. a test session's engine.
     """
     from evalsuite.models import resolve_model
     from evalsuite.paths import claim_dir
-    from evalsuite.results import write_json_atomic
-    from evalsuite.runner import load_tasks
-    from evalsuite.summary import error_exit_code, format_summary
+    from evalsuite.pipeline.runner import load_tasks
+    from evalsuite.results.store import write_json_atomic
+    from evalsuite.results.summary import error_exit_code, format_summary
 
     suite = read_suite(path, {"model": getattr(args, "model", None), "data_dir": getattr(args, "data_dir", None),
                               "limit": getattr(args, "limit", None), "label": getattr(args, "label", None),
@@ -325,7 +325,7 @@ def _suite_dir(suite: Suite, args: Any) -> Path:
     """``<--output-dir>/<--run-id or a new id>``; UsageError when it exists already."""
     from evalsuite.models import resolve_model
     from evalsuite.paths import check_name, check_output_dir
-    from evalsuite.results import new_run_id
+    from evalsuite.results.store import new_run_id
 
     output_dir = check_output_dir(getattr(args, "output_dir", None) or "results")
     run_id = getattr(args, "run_id", None)
@@ -344,7 +344,7 @@ def _run_groups(configs: Sequence[RunConfig], backend: Any, progress: bool,
     suite's metrics (a name repeated across entries is prefixed ``<run_id>/``) and
     each entry's memory report."""
     from evalsuite.models import resolve_model
-    from evalsuite.runner import open_backend, run_many
+    from evalsuite.pipeline.runner import open_backend, run_many
 
     announce = lambda line: print(line, file=sys.stderr)
     metrics: dict[str, Any] = {}
