@@ -78,6 +78,7 @@ def test_a_label_edited_into_run_json_is_still_one_short_line(tmp_path):
     data["config"]["label"] = "first line\nsecond line"
     (run_dir / "run.json").write_text(json.dumps(data))
     assert load_run(run_dir).given_label == "first line"
-    data["config"]["label"] = 12345
+    data["config"]["label"] = 12345  # every reader of run.json checks its types the same way
     (run_dir / "run.json").write_text(json.dumps(data))
-    assert load_run(run_dir).given_label == "12345"
+    with pytest.raises(UsageError, match=r"run.json: config.label: should be a valid string, got 12345"):
+        load_run(run_dir)

@@ -164,7 +164,7 @@ def load_run(ref: str | Path, results_dir: str | Path = "results") -> RunData:
 
     For a suite, memory figures of member runs are prefixed by the entry id.
     """
-    from evalsuite.results.store import read_samples
+    from evalsuite.results.store import read_run, read_samples
 
     path = resolve_run_dir(ref, results_dir)
     suite: dict[str, Any] = {}
@@ -182,7 +182,7 @@ def load_run(ref: str | Path, results_dir: str | Path = "results") -> RunData:
     artifacts: list[Path] = []
     task_keys: list[dict[str, str]] = []
     for member in members:
-        run_json = _read_json(member / "run.json")
+        run_json = read_run(member, "report and compare take run or suite directories")
         run_id = member.name
         renames = {}
         for task, m in (run_json.get("metrics") or {}).items():

@@ -27,7 +27,6 @@ from pathlib import Path
 from typing import Any
 
 from evalsuite.config import EngineConfig, RunConfig
-from evalsuite.errors import UsageError
 from evalsuite.results.store import RunWriter
 from evalsuite.schemas import SampleLine
 from evalsuite.types import SampleRecord, Score, Timings
@@ -50,27 +49,15 @@ def kill_point(stage: str) -> None:
 
 
 def load_run(run_dir: Path) -> dict[str, Any]:
-    """``run.json`` of an existing run directory.
+    """``run.json`` of the run directory given to ``--resume`` (:func:`evalsuite.results.store.read_run`).
 
     Raises UsageError when the directory, its ``run.json`` or its config is missing
     or unreadable.
     """
-    from evalsuite.schemas import RunFile, check, require_mapping
+    from evalsuite.results.store import read_run
 
-    path = Path(run_dir) / "run.json"
-    if not Path(run_dir).is_dir():
-        raise UsageError(f"run directory does not exist: {run_dir} (--resume takes a run directory)")
-    fix = "not a run.json that evalsuite wrote; start a new run instead of --resume"
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise UsageError(f"{run_dir} has no run.json (not an evalsuite run directory; "
-                         "--resume takes a run directory)") from None
-    except (OSError, ValueError, RecursionError) as e:
-        raise UsageError(f"cannot read {path}: {' '.join(str(e).split())[:200]} ({fix})") from None
-    require_mapping(data, str(path), "run.json", fix)
-    check(RunFile, data, str(path), fix)
-    return data
+    return read_run(run_dir, "--resume takes a run directory",
+                    "not a run.json that evalsuite wrote; start a new run instead of --resume")
 
 
 def config_from_dict(d: Mapping[str, Any], source: str = "run.json") -> RunConfig:

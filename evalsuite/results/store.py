@@ -1,7 +1,7 @@
 """The results directory: ``results/<run_id>/run.json`` and ``samples.jsonl``.
 
 ``samples.jsonl`` is append-only: each record is written and flushed as soon as
-its batch is scored, so a run killed midway leaves every finished sample
+it is scored, so a run killed midway leaves every finished sample
 readable. ``run.json`` is replaced atomically (write, then rename): it holds the
 config and provenance from the start, and the metrics once the run finishes.
 """
@@ -17,6 +17,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from evalsuite.errors import UsageError
 from evalsuite.results.encoding import _json_default, record_line  # noqa: F401 -- record_line is part of this API
 from evalsuite.types import SampleRecord
 
@@ -94,3 +95,32 @@ def read_samples(run_dir: Path, ordered: bool = False) -> list[dict[str, Any]]:
             except json.JSONDecodeError:
                 continue
     return sorted(records, key=sample_order) if ordered else records
+
+
+def read_run(run_dir: Path, what: str = "give a run directory",
+             fix: str = "not a run.json that evalsuite wrote") -> dict[str, Any]:
+    """``run.json`` of a run directory, checked against :class:`evalsuite.schemas.RunFile`.
+
+    Raises UsageError naming the file for a missing directory or file (``what``: the
+    argument that takes a run directory), unreadable JSON, values of the wrong type
+    (``fix``: what to do about it), or a ``schema_version`` newer than
+    :data:`SCHEMA_VERSION`.
+    """
+    from evalsuite.schemas import RunFile, check, require_mapping
+
+    path = Path(run_dir) / "run.json"
+    if not Path(run_dir).is_dir():
+        raise UsageError(f"run directory does not exist: {run_dir} ({what})")
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise UsageError(f"{run_dir} has no run.json (not an evalsuite run directory; {what})") from None
+    except (OSError, ValueError, RecursionError) as e:
+        raise UsageError(f"cannot read {path}: {' '.join(str(e).split())[:200]} ({fix})") from None
+    require_mapping(data, str(path), "run.json", fix)
+    check(RunFile, data, str(path), fix)
+    version = data.get("schema_version", 1)
+    if not isinstance(version, int) or version > SCHEMA_VERSION:
+        raise UsageError(f"{path}: schema_version {version!r} is newer than this evalsuite reads "
+                         f"({SCHEMA_VERSION}); upgrade evalsuite")
+    return data
