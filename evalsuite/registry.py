@@ -31,13 +31,17 @@ class Registry(Generic[F]):
     """Names to factories, filled by decorators and entry points.
 
     ``builtin_package`` is imported module by module on first use so that its
-    decorators run; ``group`` is the entry-point group read for plugins.
+    decorators run (only ``builtin_modules`` of it when given: a package that also
+    holds helper modules, such as the Ray replicas, which must not be imported
+    unless asked for); ``group`` is the entry-point group read for plugins.
     """
 
-    def __init__(self, kind: str, group: str, builtin_package: str) -> None:
+    def __init__(self, kind: str, group: str, builtin_package: str,
+                 builtin_modules: tuple[str, ...] | None = None) -> None:
         self.kind = kind
         self.group = group
         self.builtin_package = builtin_package
+        self.builtin_modules = builtin_modules
         self._factories: dict[str, F] = {}
         self._discovered = False
 
@@ -53,9 +57,10 @@ class Registry(Generic[F]):
             return
         self._discovered = True
         package = importlib.import_module(self.builtin_package)
-        for module in pkgutil.iter_modules(package.__path__):
-            if not module.name.startswith("_"):
-                importlib.import_module(f"{self.builtin_package}.{module.name}")
+        names = self.builtin_modules or [m.name for m in pkgutil.iter_modules(package.__path__)]
+        for name in names:
+            if not name.startswith("_"):
+                importlib.import_module(f"{self.builtin_package}.{name}")
 
     def _entry_points(self) -> dict:
         return {ep.name: ep for ep in entry_points(group=self.group)}
@@ -122,4 +127,5 @@ def is_file_reference(name: str) -> bool:
 
 
 tasks: Registry = Registry("task", "evalsuite.tasks", "tasks")
-backends: Registry = Registry("backend", "evalsuite.backends", "evalsuite.backends")
+backends: Registry = Registry("backend", "evalsuite.backends", "evalsuite.backends",
+                              builtin_modules=("vllm", "openai", "hf", "scripted"))

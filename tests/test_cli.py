@@ -55,12 +55,18 @@ def test_unknown_backend_and_misplaced_flag(tmp_path, gsm8k_data_dir):
                               "--data-dir", str(gsm8k_data_dir)), "--base-url does not apply")
 
 
-def test_list_does_not_import_torch_or_vllm():
-    code = ("import sys; from evalsuite.cli import main; main(['list']); "
-            "assert 'torch' not in sys.modules and 'vllm' not in sys.modules, 'heavy import'")
+@pytest.mark.parametrize("argv", [["list"], ["run", "--tasks", "gsm8", "--output-dir", "/nonexistent/r"]],
+                         ids=["list", "run-usage-error"])
+def test_the_command_line_does_not_import_heavy_libraries_it_does_not_use(argv):
+    # torch and vllm load with an engine; ray only with --ray-address (every import of it
+    # costs seconds on each command).
+    code = (f"import sys; from evalsuite.cli import main; main({argv!r}); "
+            "heavy = sorted({'torch', 'vllm', 'ray', 'transformers'} & set(sys.modules)); "
+            "assert not heavy, heavy")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False)
     assert proc.returncode == 0, proc.stderr
-    assert "gsm8k" in proc.stdout and "vllm" in proc.stdout
+    if argv == ["list"]:
+        assert "gsm8k" in proc.stdout and "vllm" in proc.stdout
 
 
 def test_constrained_task_on_hf_is_refused_up_front(tmp_path):
