@@ -15,13 +15,15 @@ from evalsuite.report.differences import what_differs
 @needs_chromium
 def test_two_real_runs_differing_in_dtype(tmp_path, vllm_backend, run_with, embedded_model, gsm8k_data_dir):
     from evalsuite.backends.vllm import VLLMBackend
+    from evalsuite.config import EngineConfig
 
     results = tmp_path / "results"
     # The shared engine (conftest: float32) and one more in this process with its settings but bfloat16.
     bf16 = VLLMBackend(embedded_model, max_model_len=8192, dtype="bfloat16", seed=0, enforce_eager=True)
     try:
         for backend in (bf16, vllm_backend):
-            run_with(backend, ["gsm8k"], limit=3, max_tokens=24, data_dir=str(gsm8k_data_dir), cache=False)
+            run_with(backend, ["gsm8k"], limit=3, max_tokens=24, data_dir=str(gsm8k_data_dir), cache=False,
+                     engine=EngineConfig(dtype=backend.settings["dtype"]))  # as --dtype would
     finally:
         bf16.close()
     base, cand = sorted(results.iterdir(), key=lambda p: load_run(p).info("started_at"))
