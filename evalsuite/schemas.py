@@ -35,6 +35,10 @@ NonNegativeFloat = Annotated[float, Field(ge=0)]
 PositiveFloat = Annotated[float, Field(gt=0)]
 Fraction01 = Annotated[float, Field(ge=0, le=1)]
 OpenFraction01 = Annotated[float, Field(gt=0, le=1)]
+# A token count read from outside (a server's usage, a samples line, a cache entry): counts
+# are summed and divided as floats, so one beyond a float's exact range (2**53) is refused.
+MAX_TOKEN_COUNT = 2**53
+TokenCount = Annotated[int, Field(ge=0, le=MAX_TOKEN_COUNT)]
 
 
 class _ConfigFile(BaseModel):
@@ -184,8 +188,8 @@ class SampleLine(_TypesOnly):
     verdicts: dict[str, float] = Field(default_factory=dict)
     details: dict[str, str | None] = Field(default_factory=dict)
     second_opinions: dict[str, dict[str, Any]] = Field(default_factory=dict)
-    prompt_tokens: int | None = None
-    output_tokens: int | None = None
+    prompt_tokens: TokenCount | None = None
+    output_tokens: TokenCount | None = None
     finish_reason: str | None = None
     timings: TimingsLine | None = None
     error: str | None = None
@@ -198,8 +202,8 @@ class CachedGeneration(_TypesOnly):
     text: str
     finish_reason: str | None = None
     prompt_text: str | None = None
-    prompt_tokens: int | None = None
-    output_tokens: int | None = None
+    prompt_tokens: TokenCount | None = None
+    output_tokens: TokenCount | None = None
     timings: TimingsLine | None = None
 
 
@@ -264,8 +268,8 @@ class StreamChoice(_Reply):
 
 
 class Usage(_Reply):
-    prompt_tokens: NonNegativeInt | None = None
-    completion_tokens: NonNegativeInt | None = None
+    prompt_tokens: TokenCount | None = None
+    completion_tokens: TokenCount | None = None
 
 
 class StreamEvent(_Reply):

@@ -29,6 +29,7 @@ import asyncio
 import itertools
 import json
 import os
+import re
 import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -42,6 +43,10 @@ from evalsuite.types import Generation, GenerationRequest, Timings
 
 DEFAULT_BASE_URL = "http://127.0.0.1:8000/v1"
 _RETRY_STATUS = frozenset({429, 500, 502, 503, 504}) | frozenset(range(505, 600))
+# The most characters read from one response: a model's answer (bounded by max_tokens) is far
+# smaller; a server that ignores max_tokens, or streams without end, must not fill memory.
+MAX_RESPONSE_CHARS = 64 * 2**20
+_LINE_END = re.compile(r"\r\n|\r|\n")
 
 
 class _Retryable(Exception):
@@ -441,12 +446,12 @@ class OpenAIBackend:
         done = False
         async with client.stream("POST", url, json=body) as response:
             if response.status_code != 200:
-                detail = (await response.aread()).decode(errors="replace")[:300]
+                detail = await _body_start(response, 300)
                 reason = f"HTTP {response.status_code}: {detail}"
                 if response.status_code in _RETRY_STATUS:
                     raise _Retryable(reason, _retry_after(response.headers.get("retry-after")))
                 raise _Fatal(reason)
-            async for line in response.aiter_lines():
+            async for line in capped_lines(response.aiter_text(), MAX_RESPONSE_CHARS):
                 if line.strip() == "data: [DONE]":
                     done = True
                     break
@@ -497,6 +502,36 @@ class OpenAIBackend:
 
     def close(self) -> None:
         """Nothing to release: each ``generate`` call opens and closes its own client."""
+
+
+async def capped_lines(chunks, limit: int):
+    """The lines of a text stream (``\\n``, ``\\r\\n`` or ``\\r`` ends one, as in server-sent
+    events), from ``chunks`` of text; raises :class:`_Fatal` once more than ``limit``
+    characters have come, however they are split into lines (a line without end too)."""
+    received, start = 0, []
+    async for text in chunks:
+        received += len(text)
+        if received > limit:
+            raise _Fatal(f"the response went past {limit} characters (does the server ignore max_tokens?)")
+        *lines, rest = _LINE_END.split(text)
+        if lines:
+            yield "".join(start) + lines[0]
+            for line in lines[1:]:
+                yield line
+            start = []
+        start.append(rest)
+    if any(start):
+        yield "".join(start)
+
+
+async def _body_start(response, limit: int) -> str:
+    """The first ``limit`` characters of a (failed) response's body, read no further."""
+    head = ""
+    async for text in response.aiter_text():
+        head += text
+        if len(head) >= limit:
+            break
+    return head[:limit]
 
 
 def _shown_json(value: Any) -> str:

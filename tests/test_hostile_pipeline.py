@@ -1,0 +1,153 @@
+"""A hostile server, hostile run directories and stop signals against the streaming runner.
+
+Real ``evalsuite`` processes against ``tests/fault_servers.py`` on loopback. What a
+server sends is data: whatever it is, the run completes, the sample records what
+went wrong, and nothing the server claims (a token count past a float's range, an
+answer without end) can stop the run or fill the memory.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from test_openai_backend import FaultServer
+
+from evalsuite.backends.openai import MAX_RESPONSE_CHARS, _Fatal, backoff_s, capped_lines
+from evalsuite.results import read_samples
+
+REPO = Path(__file__).resolve().parent.parent
+MiB = 2**20
+
+
+def evalsuite(*args: str, env: dict | None = None, timeout: float = 120) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": str(REPO), **(env or {})}
+    return subprocess.run([sys.executable, "-m", "evalsuite.cli", *args], capture_output=True, text=True,
+                          timeout=timeout, env=env, cwd=REPO, check=False)
+
+
+def questions(data_dir: Path, n: int) -> list[str]:
+    lines = (data_dir / "gsm8k" / "test.jsonl").read_text().splitlines()[:n]
+    return [json.loads(line)["question"][:20] for line in lines]
+
+
+# --- the response stream, piece by piece ---------------------------------------------------
+
+
+def lines_of(chunks: list[str], limit: int = 1000) -> list[str]:
+    async def chunked():
+        for c in chunks:
+            yield c
+
+    async def collect():
+        return [line async for line in capped_lines(chunked(), limit)]
+
+    return asyncio.run(collect())
+
+
+def test_lines_end_at_any_line_break_wherever_the_chunks_are_cut():
+    assert lines_of(["data: a\n\nda", "ta: b\r\ndata: c\rdata:", " d"]) == [
+        "data: a", "", "data: b", "data: c", "data: d"]
+    assert lines_of(["x" * 10, "y" * 10, "\n"]) == ["x" * 10 + "y" * 10]
+
+
+@pytest.mark.parametrize("chunks", [["z" * 600, "z" * 600], ["data: ok\n" * 200]])
+def test_a_response_past_the_limit_is_refused_with_or_without_line_breaks(chunks):
+    with pytest.raises(_Fatal, match="went past 1000 characters"):
+        lines_of(chunks, limit=1000)
+
+
+@pytest.mark.parametrize("retry_after", [1e30, math.inf, math.nan, -5.0])
+def test_an_absurd_retry_after_waits_between_zero_and_the_cap(retry_after):
+    assert 0.0 <= backoff_s(0, 0.5, 10.0, retry_after) <= 10.0
+
+
+# --- whole runs against a hostile server -------------------------------------------------------
+
+H = b"HTTP/1.0 200 OK\r\nContent-Type: text/event-stream\r\n\r\n"
+
+
+def event(content: str, finish: str | None = None) -> bytes:
+    choice = {"index": 0, "delta": {"content": content}, "finish_reason": finish}
+    return b"data: " + json.dumps({"choices": [choice]}).encode() + b"\n\n"
+
+
+END = event("", "stop") + b"data: [DONE]\n\n"
+BIG = "1" + "0" * 400  # a count no float holds
+
+RAW = {  # sample index -> the whole HTTP response
+    1: H + event("The answer is 5") + (b'data: {"choices": [], "usage": {"prompt_tokens": ' + BIG.encode()
+                                        + b', "completion_tokens": ' + BIG.encode() + b"}}\n\n") + END,
+    2: H + b'data: {"choices":[{"index":0,"delta":{"content":"ab\xff\xfe\xc3cd"},"finish_reason":null}]}\n\n' + END,
+    3: H + event("a\x00b") + END,
+    4: b"HTTP/1.0 200 OK\r\nContent-Type: text/html\r\n\r\n<html><body>Bad gateway</body></html>",
+    5: H + event("hello") + b'data: {"choices":[{"index":0,"del',
+    6: H + event("x" * (8 * MiB)) + END,
+}
+FOREVER = 7  # streams 64 KiB events without end
+
+
+@pytest.fixture(scope="module")
+def hostile_run(gsm8k_data_dir, tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("hostile")
+    marks = questions(gsm8k_data_dir, 8)
+    args = ["--forever", marks[FOREVER]]
+    for i, data in RAW.items():
+        (tmp / f"raw{i}").write_bytes(data)
+        args += ["--raw", marks[i], str(tmp / f"raw{i}")]
+    with FaultServer("--model-id", "fake", *args) as server:
+        start = time.monotonic()
+        proc = evalsuite("run", "--no-progress", "--tasks", "gsm8k", "--limit", "8", "--data-dir",
+                         str(gsm8k_data_dir), "--backend", "openai", "--model", "fake", "--base-url", server.url,
+                         "--output-dir", str(tmp / "results"), "--run-id", "hostile", "--no-cache",
+                         "--max-retries", "0", "--request-timeout", "100")
+        took = time.monotonic() - start
+    run_dir = tmp / "results" / "hostile"
+    return proc, took, {r["sample_id"]: r for r in read_samples(run_dir)}, json.loads((run_dir / "run.json").read_text())
+
+
+def test_the_run_completes_with_every_sample_written(hostile_run):
+    proc, took, records, run = hostile_run
+    assert proc.returncode == 0, proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert sorted(records) == [f"test-{i}" for i in range(8)]
+    assert run["status"] == "complete"
+    assert took < 60  # the endless answer was cut by its size, long before the 100 s timeout
+
+
+def test_token_counts_past_a_floats_range_are_a_malformed_reply(hostile_run):
+    _, _, records, run = hostile_run
+    r = records["test-1"]
+    assert r["error"].startswith("malformed event in the response stream")
+    assert "usage.prompt_tokens: should be less than or equal to 9007199254740992" in r["error"]
+    assert r["prompt_tokens"] is None and r["output_tokens"] is None
+    perf = run["metrics"]["gsm8k"]["performance"]
+    assert perf["errors"] == 4  # the counts, the HTML page, the cut event, the endless answer
+
+
+def test_an_endless_answer_is_cut_at_the_response_limit(hostile_run):
+    _, _, records, _ = hostile_run
+    r = records[f"test-{FOREVER}"]
+    assert r["error"].startswith(f"the response went past {MAX_RESPONSE_CHARS} characters")
+    assert r["output"] == ""
+
+
+def test_odd_text_is_kept_as_text(hostile_run):
+    _, _, records, _ = hostile_run
+    assert records["test-2"]["output"] == "ab\ufffd\ufffd\ufffdcd" and records["test-2"]["error"] is None
+    assert records["test-3"]["output"] == "a\x00b" and records["test-3"]["error"] is None
+    assert records["test-6"]["output"] == "x" * (8 * MiB) and records["test-6"]["error"] is None
+    assert records["test-0"]["output"].startswith("I counted the prompt")
+
+
+def test_an_html_page_or_a_cut_event_is_a_failed_request(hostile_run):
+    _, _, records, _ = hostile_run
+    assert records["test-4"]["error"].startswith("the response stream ended before the model finished")
+    assert records["test-5"]["error"].startswith("malformed event in the response stream")
