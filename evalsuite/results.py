@@ -12,6 +12,7 @@ import json
 import os
 import re
 import secrets
+import threading
 import time
 from collections.abc import Iterable
 from pathlib import Path
@@ -29,7 +30,10 @@ def new_run_id(model_name: str) -> str:
 
 
 def write_json_atomic(path: Path, data: dict[str, Any]) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
+    """Writes ``data`` to a temporary file and renames it to ``path``. The temporary
+    file is the thread's own: a stop's last words (:func:`evalsuite.lifecycle.last_words`,
+    on a timer thread) never write into the file another thread is writing."""
+    tmp = path.with_name(f".{path.name}.{threading.get_ident()}.tmp")
     tmp.write_text(json.dumps(data, indent=2, default=_json_default, ensure_ascii=False) + "\n")
     os.replace(tmp, path)
 

@@ -598,38 +598,47 @@ def run_many(configs: Sequence[RunConfig], progress: bool = True, announce=None,
     prepared: list[RunState | RunResult] = []
     states: list[RunState] = []
     results: dict[int, RunResult] = {}
+    hard_stop = lambda why: mark_unfinished([p for p in prepared if isinstance(p, RunState)], results,
+                                            {"status": "interrupted", "error": why})
     try:
-        try:
-            for config in configs:
-                prepared.append(prepare(config, announce, backend))
-                states = [p for p in prepared if isinstance(p, RunState)]
-            generate_and_score(states, progress)
-            for state in states:  # the runs with nothing left to generate finish here
-                results[id(state)] = state.result or finish(state)
-        except BaseException as e:
-            # Written before the engine is shut down, so a stop that runs out of time
-            # still leaves the run's status on disk.
-            for state in states:
-                if id(state) not in results and state.result is None:  # a finished run stays complete
-                    state.record_replica_failures()
-                    state.write_status(**ending_status(e), finished_at=time.time(), metrics=state.metrics)
-            if lifecycle.stopping():
-                # A stop signal: end the children now. vLLM's own shutdown sends SIGTERM,
-                # which its engine core and workers ignore, and waits 5 s before SIGKILL.
-                lifecycle.stop_children(grace_s=1.0)
-            raise
-        finally:
-            for state in states:
-                state.stop_monitor()
-            if backend is None:
-                for inner in {id(s.cached.inner): s.cached.inner for s in states if s.cached.opened}.values():
-                    inner.close()
-            for state in states:
-                state.cached.close()
+        with lifecycle.last_words(hard_stop):
+            try:
+                for config in configs:
+                    prepared.append(prepare(config, announce, backend))
+                    states = [p for p in prepared if isinstance(p, RunState)]
+                generate_and_score(states, progress)
+                for state in states:  # the runs with nothing left to generate finish here
+                    results[id(state)] = state.result or finish(state)
+            except BaseException as e:
+                # Written before the engine is shut down, so a stop that runs out of time
+                # still leaves the run's status on disk.
+                mark_unfinished(states, results, ending_status(e))
+                if lifecycle.stopping():
+                    # A stop signal: end the children now. vLLM's own shutdown sends SIGTERM,
+                    # which its engine core and workers ignore, and waits 5 s before SIGKILL.
+                    lifecycle.stop_children(grace_s=1.0)
+                raise
+            finally:
+                for state in states:
+                    state.stop_monitor()
+                if backend is None:
+                    for inner in {id(s.cached.inner): s.cached.inner for s in states if s.cached.opened}.values():
+                        inner.close()
+                for state in states:
+                    state.cached.close()
     finally:
         for state in states:
             state.writer.close()
     return [results[id(p)] if isinstance(p, RunState) else p for p in prepared]
+
+
+def mark_unfinished(states: Sequence[RunState], results: dict[int, RunResult], status: dict[str, Any]) -> None:
+    """Writes ``status`` (:func:`ending_status`) into the ``run.json`` of every run of
+    ``states`` that did not finish (a finished run stays complete)."""
+    for state in states:
+        if id(state) not in results and state.result is None:
+            state.record_replica_failures()
+            state.write_status(**status, finished_at=time.time(), metrics=state.metrics)
 
 
 def run(config: RunConfig, progress: bool = True, announce=None, backend=None) -> RunResult:

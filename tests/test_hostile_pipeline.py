@@ -151,3 +151,43 @@ def test_an_html_page_or_a_cut_event_is_a_failed_request(hostile_run):
     _, _, records, _ = hostile_run
     assert records["test-4"]["error"].startswith("the response stream ended before the model finished")
     assert records["test-5"]["error"].startswith("malformed event in the response stream")
+
+
+# --- stop signals ------------------------------------------------------------------------------
+
+SECOND_SIGNAL = """
+import os, signal, sys, time
+from evalsuite import lifecycle
+from evalsuite.backends.scripted import ScriptedBackend
+from evalsuite.config import RunConfig
+from evalsuite.runner import run
+
+class TwoSignals(ScriptedBackend):
+    def generate(self, requests):  # the second signal lands while the first one unwinds
+        try:
+            os.kill(os.getpid(), signal.{sig})
+            time.sleep(30)
+        finally:
+            os.kill(os.getpid(), signal.{sig})
+            time.sleep(30)
+
+lifecycle.install_signal_handlers()
+run(RunConfig(tasks=("gsm8k",), backend="scripted", model=sys.argv[1], limit=4, data_dir=sys.argv[2],
+              output_dir=sys.argv[3], run_id="two", cache=False),
+    progress=False, backend=TwoSignals(outputs={{"*": "The answer is 5."}}))
+"""
+
+
+@pytest.mark.parametrize("sig", ["SIGINT", "SIGTERM", "SIGHUP"])
+def test_a_second_signal_during_the_unwinding_still_marks_the_run_interrupted(tmp_path, gsm8k_data_dir, sig):
+    (tmp_path / "answers.json").write_text('{"*": "The answer is 5."}')
+    proc = subprocess.run([sys.executable, "-c", SECOND_SIGNAL.format(sig=sig), str(tmp_path / "answers.json"),
+                           str(gsm8k_data_dir), str(tmp_path / "results")], capture_output=True, text=True,
+                          timeout=60, env={**os.environ, "PYTHONPATH": str(REPO)}, cwd=REPO, check=False)
+    signum = getattr(__import__("signal"), sig)
+    assert proc.returncode == 128 + signum, proc.stderr  # the hard stop's exit, not the unwinding's
+    assert proc.stderr.strip().endswith("evalsuite: stopped")
+    run = json.loads((tmp_path / "results" / "two" / "run.json").read_text())
+    assert run["status"] == "interrupted"
+    assert run["error"] == f"stopped at once by a second stop signal ({sig})"
+    assert not list((tmp_path / "results" / "two").glob(".*.tmp"))
