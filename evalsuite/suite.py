@@ -53,6 +53,7 @@ from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
+from evalsuite import lifecycle
 from evalsuite.config import EngineConfig, RunConfig
 from evalsuite.errors import UsageError
 
@@ -320,19 +321,22 @@ def run_suite(path: str | Path, args: Any, backend: Any = None) -> int:
     groups: dict[str, list[RunConfig]] = {}
     for config in configs:
         groups.setdefault(engine_group(config), []).append(config)
+    stopped = lambda why: write_json_atomic(suite_dir / SUITE_FILE, {**header, "status": "interrupted",
+                                                                  "error": why, "finished_at": time.time()})
     try:
-        for group in groups.values():
-            shared = backend if backend is not None else open_backend(
-                group[0], resolve_model(group[0].model, group[0].backend))
-            try:
-                for config, result in zip(group, run_many(group, progress=progress, announce=announce,
-                                                          backend=shared)):
-                    memories.append(result.memory)
-                    metrics.update({f"{config.run_id}/{k}" if k in metrics else k: v
-                                    for k, v in result.metrics.items()})
-            finally:
-                if backend is None:
-                    shared.close()
+        with lifecycle.last_words(stopped):  # a hard stop cuts the except clause below short
+            for group in groups.values():
+                shared = backend if backend is not None else open_backend(
+                    group[0], resolve_model(group[0].model, group[0].backend))
+                try:
+                    for config, result in zip(group, run_many(group, progress=progress, announce=announce,
+                                                              backend=shared)):
+                        memories.append(result.memory)
+                        metrics.update({f"{config.run_id}/{k}" if k in metrics else k: v
+                                        for k, v in result.metrics.items()})
+                finally:
+                    if backend is None:
+                        shared.close()
     except BaseException as e:
         status = "interrupted" if isinstance(e, KeyboardInterrupt) else "failed"
         write_json_atomic(suite_dir / SUITE_FILE, {**header, "status": status, "finished_at": time.time()})

@@ -172,22 +172,44 @@ class TwoSignals(ScriptedBackend):
             time.sleep(30)
 
 lifecycle.install_signal_handlers()
-run(RunConfig(tasks=("gsm8k",), backend="scripted", model=sys.argv[1], limit=4, data_dir=sys.argv[2],
-              output_dir=sys.argv[3], run_id="two", cache=False),
-    progress=False, backend=TwoSignals(outputs={{"*": "The answer is 5."}}))
+backend = TwoSignals(outputs={{"*": "The answer is 5."}})
+if sys.argv[4] == "run":
+    run(RunConfig(tasks=("gsm8k",), backend="scripted", model=sys.argv[1], limit=4, data_dir=sys.argv[2],
+                  output_dir=sys.argv[3], run_id="two", cache=False), progress=False, backend=backend)
+else:
+    from argparse import Namespace
+    from evalsuite.suite import run_suite
+    run_suite(sys.argv[4], Namespace(output_dir=sys.argv[3], run_id="suite", no_progress=True), backend=backend)
+"""
+SUITE = """
+backend: scripted
+model: {answers}
+data_dir: {data}
+tasks:
+  - name: gsm8k
+    id: two
+    limit: 4
 """
 
 
 @pytest.mark.parametrize("sig", ["SIGINT", "SIGTERM", "SIGHUP"])
-def test_a_second_signal_during_the_unwinding_still_marks_the_run_interrupted(tmp_path, gsm8k_data_dir, sig):
-    (tmp_path / "answers.json").write_text('{"*": "The answer is 5."}')
-    proc = subprocess.run([sys.executable, "-c", SECOND_SIGNAL.format(sig=sig), str(tmp_path / "answers.json"),
-                           str(gsm8k_data_dir), str(tmp_path / "results")], capture_output=True, text=True,
-                          timeout=60, env={**os.environ, "PYTHONPATH": str(REPO)}, cwd=REPO, check=False)
+@pytest.mark.parametrize("how", ["run", "suite"])
+def test_a_second_signal_during_the_unwinding_still_marks_the_run_interrupted(tmp_path, gsm8k_data_dir, sig, how):
+    answers = tmp_path / "answers.json"
+    answers.write_text('{"*": "The answer is 5."}')
+    (tmp_path / "suite.yaml").write_text(SUITE.format(answers=answers, data=gsm8k_data_dir))
+    proc = subprocess.run([sys.executable, "-c", SECOND_SIGNAL.format(sig=sig), str(answers), str(gsm8k_data_dir),
+                           str(tmp_path / "results"), how if how == "run" else str(tmp_path / "suite.yaml")],
+                          capture_output=True, text=True, timeout=60, env={**os.environ, "PYTHONPATH": str(REPO)},
+                          cwd=REPO, check=False)
     signum = getattr(__import__("signal"), sig)
     assert proc.returncode == 128 + signum, proc.stderr  # the hard stop's exit, not the unwinding's
     assert proc.stderr.strip().endswith("evalsuite: stopped")
-    run = json.loads((tmp_path / "results" / "two" / "run.json").read_text())
-    assert run["status"] == "interrupted"
-    assert run["error"] == f"stopped at once by a second stop signal ({sig})"
-    assert not list((tmp_path / "results" / "two").glob(".*.tmp"))
+    run_dir = tmp_path / "results" / ("two" if how == "run" else "suite/two")
+    why = f"stopped at once by a second stop signal ({sig})"
+    run = json.loads((run_dir / "run.json").read_text())
+    assert (run["status"], run["error"]) == ("interrupted", why)
+    assert not list(run_dir.glob(".*.tmp"))
+    if how == "suite":
+        suite = json.loads((tmp_path / "results" / "suite" / "suite.json").read_text())
+        assert (suite["status"], suite["error"]) == ("interrupted", why)
