@@ -140,11 +140,18 @@ def memory_figures(run_json: Mapping[str, Any]) -> dict[str, float]:
     return out
 
 
-def _read_json(path: Path) -> dict[str, Any]:
+def _read_json(path: Path, schema: type) -> dict[str, Any]:
+    """A ``run.json`` or ``suite.json``, checked against ``schema`` (:mod:`evalsuite.schemas`);
+    UsageError naming the file and what is wrong with it."""
+    from evalsuite.schemas import check, require_mapping
+
+    fix = "not a file evalsuite wrote; give another run"
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as err:
-        raise UsageError(f"cannot read {path}: {err}") from None
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError, RecursionError) as err:  # JSON and UTF-8 errors are ValueErrors
+        raise UsageError(f"cannot read {path}: {' '.join(str(err).split())[:200]} ({fix})") from None
+    check(schema, require_mapping(data, str(path), path.name, fix), str(path), fix)
+    return data
 
 
 def resolve_run_dir(ref: str | Path, results_dir: str | Path = "results") -> Path:
@@ -165,11 +172,12 @@ def load_run(ref: str | Path, results_dir: str | Path = "results") -> RunData:
     For a suite, memory figures of member runs are prefixed by the entry id.
     """
     from evalsuite.results import read_samples
+    from evalsuite.schemas import ReportedRun, ReportedSuite
 
     path = resolve_run_dir(ref, results_dir)
     suite: dict[str, Any] = {}
     if (path / "suite.json").is_file():
-        suite = _read_json(path / "suite.json")
+        suite = _read_json(path / "suite.json", ReportedSuite)
         members = [path / run_id for run_id in suite.get("runs", []) if (path / run_id / "run.json").is_file()]
         if not members:
             raise UsageError(f"suite directory {path} has no finished member run")
@@ -182,7 +190,7 @@ def load_run(ref: str | Path, results_dir: str | Path = "results") -> RunData:
     artifacts: list[Path] = []
     task_keys: list[dict[str, str]] = []
     for member in members:
-        run_json = _read_json(member / "run.json")
+        run_json = _read_json(member / "run.json", ReportedRun)
         run_id = member.name
         renames = {}
         for task, m in (run_json.get("metrics") or {}).items():

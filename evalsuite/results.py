@@ -88,13 +88,27 @@ def sample_order(record: dict[str, Any]) -> tuple[Any, ...]:
 
 def read_samples(run_dir: Path, ordered: bool = False) -> list[dict[str, Any]]:
     """Every complete record of a run's ``samples.jsonl`` (a torn last line from a
-    killed run is skipped), in completion order (the order they were scored and
+    killed run, and any other line that is not a record, :func:`parse_record`, is
+    skipped), in completion order (the order they were scored and
     written), or with ``ordered`` in :func:`sample_order`."""
     records = []
-    with open(Path(run_dir) / "samples.jsonl", encoding="utf-8") as f:
+    with open(Path(run_dir) / "samples.jsonl", "rb") as f:
         for line in f:
-            try:
-                records.append(json.loads(line))
-            except json.JSONDecodeError:
-                continue
+            record = parse_record(line)
+            if record is not None:
+                records.append(record)
     return sorted(records, key=sample_order) if ordered else records
+
+
+def parse_record(line: bytes | str) -> dict[str, Any] | None:
+    """One ``samples.jsonl`` line as a record, or None when it is not one: not JSON
+    (a torn line, garbage), nested too deeply, or not following
+    :class:`evalsuite.schemas.SampleLine` (a verdict outside [0, 1], a NaN timing ...)."""
+    from evalsuite.schemas import SampleLine
+
+    try:
+        record = json.loads(line)
+        SampleLine.model_validate(record)
+    except (ValueError, TypeError, RecursionError):  # ValidationError and UnicodeDecodeError are ValueErrors
+        return None
+    return record

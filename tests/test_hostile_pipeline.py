@@ -213,3 +213,105 @@ def test_a_second_signal_during_the_unwinding_still_marks_the_run_interrupted(tm
     if how == "suite":
         suite = json.loads((tmp_path / "results" / "suite" / "suite.json").read_text())
         assert (suite["status"], suite["error"]) == ("interrupted", why)
+
+
+# --- run directories with hostile contents -------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def finished_run(gsm8k_data_dir, tmp_path_factory):
+    """A complete 4-sample gsm8k run (scripted answers): ``(run_dir, run.json, samples lines)``."""
+    tmp = tmp_path_factory.mktemp("finished")
+    (tmp / "answers.json").write_text('{"*": "The answer is 18."}')
+    proc = evalsuite("run", "--no-progress", "--tasks", "gsm8k", "--limit", "4", "--data-dir", str(gsm8k_data_dir),
+                     "--backend", "scripted", "--model", str(tmp / "answers.json"), "--output-dir", str(tmp),
+                     "--run-id", "base", "--no-cache")
+    assert proc.returncode == 0, proc.stderr
+    run_dir = tmp / "base"
+    return run_dir, json.loads((run_dir / "run.json").read_text()), (run_dir / "samples.jsonl").read_bytes()
+
+
+def copy_run(finished_run, dest: Path, run_json=None, samples: bytes | None = None) -> Path:
+    import shutil
+
+    run_dir, original, _ = finished_run
+    shutil.copytree(run_dir, dest)
+    if run_json is not None:
+        text = run_json if isinstance(run_json, bytes) else json.dumps(run_json(original)).encode()
+        (dest / "run.json").write_bytes(text)
+    if samples is not None:
+        (dest / "samples.jsonl").write_bytes(samples)
+    return dest
+
+
+def metrics_with(run: dict, **score) -> dict:
+    m = run["metrics"]["gsm8k"]
+    return {**run, "metrics": {"gsm8k": {**m, "scores": {"strict-match": {**m["scores"]["strict-match"], **score}}}}}
+
+
+BAD_RUN_JSON = {
+    "a list": (b"[1, 2]", "run.json must be a mapping (a JSON object), got list"),
+    "100,000 deep": (b"[" * 100_000 + b"]" * 100_000, "cannot read"),
+    "invalid UTF-8": (b'{"status": "\xff"}', "cannot read"),
+    "metrics a list": (lambda r: {**r, "metrics": [1]}, "metrics: should be a valid mapping"),
+    "a value as text": (lambda r: metrics_with(r, value="0.5"), "strict-match.value: should be a valid number"),
+    "an infinite value": (lambda r: metrics_with(r, value=math.inf), "strict-match.value: should be a finite number"),
+    "a one-ended interval": (lambda r: metrics_with(r, ci95=[0.1]), "strict-match.ci95: list should have at least 2"),
+    "timing as text": (lambda r: {**r, "metrics": {"gsm8k": {**r["metrics"]["gsm8k"], "performance": {
+        "ttft_ms_p50": "fast"}}}}, "performance.ttft_ms_p50: should be a valid number"),
+    "infinite memory": (lambda r: {**r, "memory": {"host_peak_rss_gib": math.inf}},
+                        "memory.host_peak_rss_gib: should be a finite number"),
+    "tasks as text": (lambda r: {**r, "tasks": "x"}, "tasks: should be a valid mapping"),
+    "provenance a list": (lambda r: {**r, "provenance": [1]}, "provenance: should be a valid mapping"),
+    "backend engine a list": (lambda r: {**r, "backend": {"engine": [1]}}, "backend.engine: should be a valid mapping"),
+}
+
+
+@pytest.mark.parametrize("name", BAD_RUN_JSON)
+def test_report_and_compare_refuse_a_bad_run_json_in_one_line(finished_run, tmp_path, name):
+    content, needle = BAD_RUN_JSON[name]
+    bad = copy_run(finished_run, tmp_path / "bad", run_json=content)
+    base = finished_run[0]
+    for args in (["report", str(bad), "--output-dir", str(tmp_path / "reports")], ["compare", str(base), str(bad)],
+                 ["compare", str(bad), str(base)]):
+        proc = evalsuite(*args)
+        assert proc.returncode == 2, proc.stderr
+        lines = proc.stderr.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith(f"evalsuite: error: ") and needle in lines[0], proc.stderr
+        assert str(bad / "run.json") in lines[0]
+
+
+def bad_lines(good: bytes) -> bytes:
+    """``good`` with every kind of line that is not a record between its lines, and a torn last line."""
+    lines = good.split(b"\n")[:-1]
+    nan = lines[0].replace(b'"strict-match": ', b'"strict-match": NaN, "x": ')
+    junk = [b"\x00\xff\xfe garbage", b"[1, 2]", b"null", b"[" * 100_000 + b"]" * 100_000, nan,
+            b'{"task": 5, "sample_id": [1], "verdicts": "x"}',
+            lines[1].replace(b'"strict-match": ', b'"strict-match": 1e999, "x": '),
+            lines[2].replace(b'"e2e_s": null', b'"e2e_s": -1.0')]
+    assert all(line not in lines for line in junk)
+    return b"\n".join([lines[0], *junk, *lines[1:]]) + b"\n" + lines[-1][:40]
+
+
+def test_lines_that_are_not_records_are_skipped_by_report_and_compare(finished_run, tmp_path):
+    run_dir, _, good = finished_run
+    bad = copy_run(finished_run, tmp_path / "bad", samples=bad_lines(good))
+    assert read_samples(bad) == read_samples(run_dir)  # the 4 records; no NaN or infinite verdict among them
+    report = evalsuite("report", str(bad), "--output-dir", str(tmp_path / "reports"))
+    assert report.returncode == 0 and "Traceback" not in report.stderr, report.stderr
+    compare = evalsuite("compare", str(run_dir), str(bad))
+    assert compare.returncode == 0 and "Traceback" not in compare.stderr, compare.stderr
+
+
+def test_resume_generates_again_what_is_not_a_record(finished_run, tmp_path):
+    run_dir, original, good = finished_run
+    test_1 = good.split(b"\n")[1] + b"\n"  # only its copy with an infinite verdict is left
+    bad = copy_run(finished_run, tmp_path / "bad", run_json=lambda r: {**r, "status": "interrupted"},
+                   samples=bad_lines(good).replace(test_1, b""))
+    proc = evalsuite("run", "--no-progress", "--resume", str(bad))
+    assert proc.returncode == 0, proc.stderr
+    run = json.loads((bad / "run.json").read_text())
+    assert run["status"] == "complete"
+    assert run["metrics"]["gsm8k"]["scores"] == original["metrics"]["gsm8k"]["scores"]
+    assert [json.loads(line)["sample_id"] for line in (bad / "samples.jsonl").read_bytes().splitlines()] == [
+        "test-0", "test-2", "test-3", "test-1"]  # the records kept in file order, then test-1 generated again
