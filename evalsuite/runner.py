@@ -124,7 +124,8 @@ def backend_kwargs(config: RunConfig) -> dict[str, Any]:
 
     Engine settings a backend does not take are left out; a backend-specific flag
     given to a backend that does not take it (``--base-url`` with ``vllm``) raises
-    UsageError, as does an unknown backend name.
+    UsageError, as does an unknown backend name, or a value the backend's
+    ``check_settings(kwargs)`` (where it has one) refuses.
     """
     import inspect
 
@@ -140,7 +141,11 @@ def backend_kwargs(config: RunConfig) -> dict[str, Any]:
         if key not in accepted:
             flag = "--" + key.replace("_", "-").replace("base-urls", "base-url")
             raise UsageError(f"{flag} does not apply to the {config.backend} backend")
-    return {k: v for k, v in {**common, **config.backend_args}.items() if k in accepted}
+    kwargs = {k: v for k, v in {**common, **config.backend_args}.items() if k in accepted}
+    check = getattr(factory, "check_settings", None)  # a backend's own checks that need no engine
+    if check is not None:
+        check(kwargs)
+    return kwargs
 
 
 def check_constrained_decoding(config: RunConfig, tasks: Sequence[Task]) -> None:

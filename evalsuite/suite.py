@@ -288,7 +288,7 @@ def run_suite(path: str | Path, args: Any, backend: Any = None) -> int:
     from evalsuite.models import resolve_model
     from evalsuite.paths import check_name, check_output_dir, claim_dir
     from evalsuite.results import new_run_id, write_json_atomic
-    from evalsuite.runner import load_tasks, open_backend, run_many
+    from evalsuite.runner import backend_kwargs, load_tasks, open_backend, run_many
     from evalsuite.summary import error_exit_code, format_summary
 
     suite = read_suite(path, {"model": getattr(args, "model", None), "data_dir": getattr(args, "data_dir", None),
@@ -307,6 +307,7 @@ def run_suite(path: str | Path, args: Any, backend: Any = None) -> int:
     configs = [replace(c, output_dir=suite_dir, cache=cache) for c in suite.configs]
     for config in configs:  # every entry's data and arguments are checked before any engine starts
         load_tasks(config, resolve_model(config.model, config.backend))
+        backend_kwargs(config)
     claim_dir(suite_dir, "suite directory")
     text = suite.path.read_bytes()
     header = {"schema_version": 1, "suite": suite.name, "label": suite.label, "description": suite.description,

@@ -315,3 +315,42 @@ def test_resume_generates_again_what_is_not_a_record(finished_run, tmp_path):
     assert run["metrics"]["gsm8k"]["scores"] == original["metrics"]["gsm8k"]["scores"]
     assert [json.loads(line)["sample_id"] for line in (bad / "samples.jsonl").read_bytes().splitlines()] == [
         "test-0", "test-2", "test-3", "test-1"]  # the records kept in file order, then test-1 generated again
+
+
+# --- bad settings: one line, exit code 2, nothing written ------------------------------------------
+
+BAD_SETTINGS = {
+    "a control character in the URL": (["--base-url", "http://127.0.0.1:1\x01/v1"], "--base-url is not a valid URL"),
+    "a broken IPv6 host": (["--base-url", "http://[::1/v1"], "--base-url is not a valid URL"),
+    "no host": (["--base-url", "http:///v1"], "--base-url is not a valid URL"),
+    "an infinite temperature": (["--temperature", "inf"], "--temperature must be a finite number >= 0, got inf"),
+    "a NaN temperature": (["--temperature", "nan"], "--temperature must be a finite number >= 0, got nan"),
+}
+
+
+@pytest.mark.parametrize("name", BAD_SETTINGS)
+def test_bad_settings_are_one_line_and_write_nothing(tmp_path, gsm8k_data_dir, name):
+    args, needle = BAD_SETTINGS[name]
+    settings = {"--base-url": "http://127.0.0.1:1/v1", **dict(zip(args[::2], args[1::2]))}
+    proc = evalsuite("run", "--no-progress", "--tasks", "gsm8k", "--limit", "2", "--data-dir", str(gsm8k_data_dir),
+                     "--backend", "openai", "--model", "fake", "--output-dir", str(tmp_path / "results"),
+                     *[a for pair in settings.items() for a in pair])
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines() == [proc.stderr.strip()] and proc.stderr.startswith(
+        f"evalsuite: error: {needle}"), proc.stderr
+    assert not (tmp_path / "results").exists() or not any((tmp_path / "results").iterdir())
+
+
+@pytest.mark.parametrize("setting, needle", [
+    ('backend_args:\n  base_urls: ["http://[::1/v1"]\n', "--base-url is not a valid URL"),
+    ("defaults:\n  temperature: .inf\n", "--temperature must be a finite number >= 0, got inf"),
+])
+def test_a_suite_with_a_bad_setting_writes_nothing(tmp_path, gsm8k_data_dir, setting, needle):
+    suite = tmp_path / "suite.yaml"
+    suite.write_text(f"backend: openai\nmodel: fake\ndata_dir: {gsm8k_data_dir}\n{setting}"
+                     "tasks:\n  - name: gsm8k\n    limit: 2\n")
+    proc = evalsuite("run", "--no-progress", "--suite", str(suite), "--output-dir", str(tmp_path / "results"),
+                     "--run-id", "s")
+    assert proc.returncode == 2 and proc.stderr.startswith(f"evalsuite: error: {needle}"), proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "results" / "s").exists()

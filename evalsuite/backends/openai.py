@@ -64,11 +64,19 @@ class _Fatal(Exception):
 def normalize_base_url(url: str) -> str:
     """``http://host:8000`` and ``http://host:8000/v1/`` both become ``http://host:8000/v1``.
 
-    Raises UsageError for a URL without ``http://`` or ``https://``.
+    Raises UsageError for a URL without ``http://`` or ``https://``, or one httpx
+    cannot send to (no host, a bad port, control characters).
     """
+    import httpx
+
     url = url.strip().rstrip("/")
     if not url.startswith(("http://", "https://")):
         raise UsageError(f"--base-url must start with http:// or https://, got {url!r}")
+    try:
+        if not httpx.URL(url).host:
+            raise httpx.InvalidURL("no host")
+    except httpx.InvalidURL as e:
+        raise UsageError(f"--base-url is not a valid URL ({e}), got {url!r}") from None
     host_and_path = url.split("://", 1)[1]
     return url if "/" in host_and_path else f"{url}/v1"
 
@@ -265,8 +273,7 @@ class OpenAIBackend:
         extra_body: Mapping[str, Any] | None = None,
     ) -> None:
         self.extra_body = dict(extra_body or {})
-        urls = tuple(base_urls or (os.environ.get("OPENAI_BASE_URL") or DEFAULT_BASE_URL,))
-        self.base_urls = tuple(dict.fromkeys(normalize_base_url(u) for u in urls))
+        self.base_urls = _base_urls(base_urls)
         self.max_concurrency = 16 if max_concurrency is None else max_concurrency
         self.request_timeout = 600.0 if request_timeout is None else request_timeout
         self.max_retries = 5 if max_retries is None else max_retries
@@ -286,6 +293,11 @@ class OpenAIBackend:
         missing = [u for u, models in self.served.items() if self.model not in models]
         if missing:
             raise UsageError(f"replica(s) {', '.join(missing)} do not serve {self.model!r}")
+
+    @staticmethod
+    def check_settings(settings: Mapping[str, Any]) -> None:
+        """UsageError for a base URL that cannot be sent to, before anything is written."""
+        _base_urls(settings.get("base_urls"))
 
     def _served_models(self) -> dict[str, list[str]]:
         """Model ids per replica that answered ``GET /models``; UsageError if none did."""
@@ -557,6 +569,12 @@ def _retry_after(value: str | None) -> float | None:
         return float(value) if value is not None else None
     except ValueError:  # an HTTP date; rare from model servers
         return None
+
+
+def _base_urls(given: Sequence[str] | None) -> tuple[str, ...]:
+    """The normalized, distinct endpoints (default ``$OPENAI_BASE_URL`` or :data:`DEFAULT_BASE_URL`)."""
+    urls = tuple(given or (os.environ.get("OPENAI_BASE_URL") or DEFAULT_BASE_URL,))
+    return tuple(dict.fromkeys(normalize_base_url(u) for u in urls))
 
 
 def _is_embedded_default(model: str) -> bool:
