@@ -354,3 +354,16 @@ def test_a_suite_with_a_bad_setting_writes_nothing(tmp_path, gsm8k_data_dir, set
     assert proc.returncode == 2 and proc.stderr.startswith(f"evalsuite: error: {needle}"), proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1
     assert not (tmp_path / "results" / "s").exists()
+
+
+def test_an_error_is_one_bounded_line_whatever_the_server_put_in_it(tmp_path, gsm8k_data_dir):
+    forged = "fake\nevalsuite: error: forged\x1b[2J" + "x" * 5000
+    with FaultServer("--models-json", json.dumps({"data": [{"id": forged}]})) as server:
+        proc = evalsuite("run", "--no-progress", "--tasks", "gsm8k", "--limit", "1", "--data-dir",
+                         str(gsm8k_data_dir), "--backend", "openai", "--model", "fake", "--base-url", server.url,
+                         "--output-dir", str(tmp_path / "results"), "--no-cache")
+    assert proc.returncode == 2
+    errors = [line for line in proc.stderr.splitlines() if "error: " in line]
+    assert len(errors) == 1 and errors[0].startswith("evalsuite: error: the server does not serve model 'fake'")
+    assert "fake\\nevalsuite: error: forged\\x1b[2J" in errors[0] and "\x1b" not in proc.stderr
+    assert errors[0].endswith(" more characters)") and len(errors[0]) < 2100
