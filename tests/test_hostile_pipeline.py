@@ -277,7 +277,7 @@ def test_report_and_compare_refuse_a_bad_run_json_in_one_line(finished_run, tmp_
         proc = evalsuite(*args)
         assert proc.returncode == 2, proc.stderr
         lines = proc.stderr.strip().splitlines()
-        assert len(lines) == 1 and lines[0].startswith(f"evalsuite: error: ") and needle in lines[0], proc.stderr
+        assert len(lines) == 1 and lines[0].startswith("evalsuite: error: ") and needle in lines[0], proc.stderr
         assert str(bad / "run.json") in lines[0]
 
 
@@ -304,7 +304,7 @@ def test_lines_that_are_not_records_are_skipped_by_report_and_compare(finished_r
 
 
 def test_resume_generates_again_what_is_not_a_record(finished_run, tmp_path):
-    run_dir, original, good = finished_run
+    _, original, good = finished_run
     test_1 = good.split(b"\n")[1] + b"\n"  # only its copy with an infinite verdict is left
     bad = copy_run(finished_run, tmp_path / "bad", run_json=lambda r: {**r, "status": "interrupted"},
                    samples=bad_lines(good).replace(test_1, b""))
