@@ -85,7 +85,7 @@ bench: setup
 # extra flags go to the server, e.g. make serve ARGS="--max-model-len 4096".
 PORT ?= 8000
 serve: setup
-	$(BIN)/python -m evalsuite.serving --port $(PORT) $(ARGS)
+	$(BIN)/python -m evalsuite.backends.serving --port $(PORT) $(ARGS)
 
 clean:
 	rm -rf $(VENV) *.egg-info

@@ -18,7 +18,7 @@ from collections import Counter
 
 import sympy
 
-from evalsuite.metrics import percentile
+from evalsuite.metrics.aggregate import percentile
 from evalsuite.scoring.equations import Limits, VerifierPool, parse_value, verify
 from tasks.equations import FAMILIES, generate, spec_of, to_sample
 

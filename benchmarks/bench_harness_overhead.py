@@ -38,7 +38,7 @@ def main() -> None:
     from evalsuite.backends.vllm import VLLMBackend
     from evalsuite.config import RunConfig
     from evalsuite.models import embedded_model_dir
-    from evalsuite.runner import run
+    from evalsuite.pipeline.runner import run
     from tasks.gsm8k import gsm8k
 
     backend = VLLMBackend(str(embedded_model_dir()), max_model_len=2048, enforce_eager=True,

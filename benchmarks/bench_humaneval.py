@@ -26,7 +26,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from evalsuite.sandbox import Limits, SandboxPool, resolve_isolation
+from evalsuite.execution.sandbox import Limits, SandboxPool, resolve_isolation
 from tasks.humaneval import (
     default_data_file,
     derived_tests_dir,

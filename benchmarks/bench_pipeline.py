@@ -75,7 +75,7 @@ def raw_inputs(backend, configs):
 
     from evalsuite.backends import render_prompt
     from evalsuite.models import resolve_model
-    from evalsuite.runner import build_requests, load_tasks
+    from evalsuite.pipeline.runner import build_requests, load_tasks
 
     prompts, params = [], []
     for config in configs:
@@ -115,7 +115,7 @@ def _pct(share: float | None) -> str:
 def smoke(backend, out: Path, args) -> None:
     import yaml
 
-    from evalsuite.suite import read_suite, run_suite
+    from evalsuite.pipeline.suite import read_suite, run_suite
 
     path = REPO / "suites" / "smoke.yaml"
     if args.gsm8k_limit is not None:  # the same suite with a smaller GSM8K share
@@ -133,7 +133,7 @@ def smoke(backend, out: Path, args) -> None:
 
 def humaneval(backend, out: Path, args) -> None:
     from evalsuite.config import RunConfig
-    from evalsuite.runner import run
+    from evalsuite.pipeline.runner import run
 
     config = RunConfig(tasks=("humaneval",), limit=args.humaneval_problems, num_samples=args.num_samples,
                        max_tokens=256, cache=False, output_dir=out, run_id="humaneval",

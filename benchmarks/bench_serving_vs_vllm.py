@@ -55,9 +55,9 @@ def main() -> None:
     args = parser.parse_args()
 
     from evalsuite.backends.openai import OpenAIBackend
-    from evalsuite.bench import build_requests, run_load, summarize
+    from evalsuite.backends.serving import start_server
+    from evalsuite.metrics.load import build_requests, run_load, summarize
     from evalsuite.models import embedded_model_dir
-    from evalsuite.serving import start_server
     from tasks.gsm8k import gsm8k
 
     model_dir = str(embedded_model_dir())

@@ -7,10 +7,10 @@ and no model files: everything is built here from a fixed seed.
    (``Qwen2ForCausalLM``, 2 layers, hidden 128, 4 heads, 2 KV heads; seed 0) with
    a byte-level tokenizer built in code (256 byte tokens and ChatML specials), saved
    as a Hugging Face directory under a temporary folder;
-2. ``hf_backend_run``: a real ``evalsuite`` run (:func:`evalsuite.runner.run`) of
+2. ``hf_backend_run``: a real ``evalsuite`` run (:func:`evalsuite.pipeline.runner.run`) of
    GSM8K-format problems written here, on the ``hf`` backend (CUDA when present);
    output tokens/s and the device the backend used;
-3. ``nvml_vs_torch``: :class:`evalsuite.memory.MemoryMonitor` (NVML, device-wide
+3. ``nvml_vs_torch``: :class:`evalsuite.metrics.memory.MemoryMonitor` (NVML, device-wide
    bytes in use) around a known allocation, against
    ``torch.cuda.max_memory_allocated`` / ``max_memory_reserved``. NVML also
    counts the CUDA context and other processes, so the check is
@@ -112,7 +112,7 @@ def build_model(out: Path) -> dict[str, Any]:
 def hf_run(model_dir: Path, work: Path, device: str, max_tokens: int) -> tuple[dict[str, Any], dict | None]:
     """A real run on the hf backend; the check and the run's ``run.json``."""
     from evalsuite.config import EngineConfig, RunConfig
-    from evalsuite.runner import run
+    from evalsuite.pipeline.runner import run
 
     data = work / "data" / "gsm8k"
     data.mkdir(parents=True, exist_ok=True)
@@ -140,7 +140,7 @@ def nvml_vs_torch() -> dict[str, Any]:
     """MemoryMonitor's NVML peak around a 1 GiB allocation on cuda:0 against torch's counters."""
     import torch
 
-    from evalsuite.memory import MemoryMonitor
+    from evalsuite.metrics.memory import MemoryMonitor
 
     torch.cuda.synchronize()
     torch.cuda.reset_peak_memory_stats(0)
@@ -202,7 +202,7 @@ PLACEMENT_CHILD = r"""
 import json, sys, torch
 sys.path.insert(0, sys.argv[2])
 from transformers import AutoModelForCausalLM
-from evalsuite.memory import MemoryMonitor
+from evalsuite.metrics.memory import MemoryMonitor
 out = {"visible": torch.cuda.device_count()}
 if out["visible"]:
     mon = MemoryMonitor(interval_s=0.05)

@@ -113,7 +113,7 @@ class TaskEntry(_ConfigFile):
 
 
 class SuiteFile(_ConfigFile):
-    """The top level of a suite file (see :mod:`evalsuite.suite`)."""
+    """The top level of a suite file (see :mod:`evalsuite.pipeline.suite`)."""
 
     name: str | None = None
     label: str | None = None
@@ -187,7 +187,7 @@ class SampleLine(_TypesOnly):
     output: str = ""
     target: Any = None
     answers: dict[str, Any] = Field(default_factory=dict)
-    verdicts: dict[str, Fraction01] = Field(default_factory=dict)  # a score is in [0, 1] (evalsuite.guard)
+    verdicts: dict[str, Fraction01] = Field(default_factory=dict)  # a score is in [0, 1] (evalsuite.pipeline.guard)
     details: dict[str, str | None] = Field(default_factory=dict)
     second_opinions: dict[str, dict[str, Any]] = Field(default_factory=dict)
     prompt_tokens: TokenCount | None = None
@@ -252,7 +252,7 @@ class ReportedSuite(_TypesOnly):
 
 
 class CachedGeneration(_TypesOnly):
-    """A response-cache entry (:func:`evalsuite.cache.generation_to_json`)."""
+    """A response-cache entry (:func:`evalsuite.results.cache.generation_to_json`)."""
 
     text: str
     finish_reason: str | None = None

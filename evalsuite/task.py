@@ -14,7 +14,7 @@ annotations, see :func:`typed_arguments`) and returns a :class:`Task`:
 - extra ``metrics`` declared as data (:func:`grouped` per metadata key,
   :func:`pass_at_k`), beside the accuracy/stderr row every extractor gets,
 - ``figures`` declared as data (:class:`Heatmap`, drawn by the one
-  :func:`evalsuite.plots.heatmap_figure`).
+  :func:`evalsuite.report.plots.heatmap_figure`).
 
 Example::
 
@@ -41,7 +41,7 @@ from types import MappingProxyType
 from typing import Any
 
 from evalsuite.errors import UsageError
-from evalsuite.metrics import accuracy
+from evalsuite.metrics.aggregate import accuracy
 from evalsuite.registry import tasks as _registry
 from evalsuite.types import Generation, Sample, SampleRecord, SamplingParams, Score
 
@@ -115,7 +115,7 @@ def _group_sort_key(item: tuple[tuple, Any]) -> tuple:
 
 def grouped(by: str | tuple[str, ...], name: str | None = None, row: str | None = None,
             default: Any = None) -> Metric:
-    """Accuracy rows (:func:`evalsuite.metrics.accuracy`: mean, stderr, 95% interval,
+    """Accuracy rows (:func:`evalsuite.metrics.aggregate.accuracy`: mean, stderr, 95% interval,
     n, extraction-failure rate) per value of ``sample.metadata[by]`` (several keys
     join as ``"a x b"``); a record without the key falls in ``default``. Stored
     under ``name`` (default ``"by_<by>"``), keyed by the values as text, numbers in
@@ -135,9 +135,9 @@ def grouped(by: str | tuple[str, ...], name: str | None = None, row: str | None 
 
 def pass_at_k(ks: Sequence[int], row: str | None = None, name: str = "pass_at_k") -> Metric:
     """pass@k for each ``k`` in ``ks`` over the repeats of each sample
-    (:func:`evalsuite.metrics.pass_at_k_table`; Chen et al., 2021, eq. 1); a verdict
+    (:func:`evalsuite.metrics.aggregate.pass_at_k_table`; Chen et al., 2021, eq. 1); a verdict
     passes when its value is 1.0. ``k`` above the repeats is not reported."""
-    from evalsuite.metrics import pass_at_k_table
+    from evalsuite.metrics.aggregate import pass_at_k_table
 
     def compute(records: Sequence[SampleRecord], scorer: str) -> dict[str, Any]:
         passed: dict[str, list[bool]] = {}
@@ -152,7 +152,7 @@ def pass_at_k(ks: Sequence[int], row: str | None = None, name: str = "pass_at_k"
 class Heatmap:
     """A heatmap figure declared as data: mean score of ``row`` (default: primary)
     per cell of ``rows`` x ``columns`` (metadata keys), written as
-    ``<run_dir>/<file>`` by :func:`evalsuite.plots.heatmap_figure`. ``row_format``
+    ``<run_dir>/<file>`` by :func:`evalsuite.report.plots.heatmap_figure`. ``row_format``
     and ``column_format`` turn metadata values into axis labels (``"{}%"``)."""
 
     file: str
@@ -175,7 +175,7 @@ class Heatmap:
 
     def draw(self, records: Sequence[SampleRecord], scorer: str, run_dir: Path) -> Path:
         """Draws the figure into ``run_dir`` and returns its path."""
-        from evalsuite.plots import heatmap_figure
+        from evalsuite.report.plots import heatmap_figure
 
         rows, cols, grid = self.cells(records, scorer)
         fig = heatmap_figure([self.row_format.format(v) for v in rows], [self.column_format.format(v) for v in cols],

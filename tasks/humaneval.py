@@ -18,7 +18,7 @@ Verdicts: each problem's test is first turned into data, once per data file, by
 running the reference solution under the test with a recording wrapper
 (:func:`evalsuite.scoring.code.derive_tests`, the approach of EvalPlus; cached in
 ``<cache dir>/humaneval-tests/``). An answer then runs as ``prompt + completion`` in
-the sandbox (:mod:`evalsuite.sandbox`), its function is called on the recorded
+the sandbox (:mod:`evalsuite.execution.sandbox`), its function is called on the recorded
 inputs, and only the return values come back, as plain data. The harness replays
 the problem's own ``check`` on them in its own process
 (:func:`evalsuite.scoring.code.replay_check`), so the answer's code never takes part
@@ -46,7 +46,7 @@ from typing import Any, Literal
 from pydantic import PositiveFloat, PositiveInt
 
 from evalsuite.errors import UsageError
-from evalsuite.sandbox import CallJob, Limits, SandboxPool, resolve_isolation, shared_pool
+from evalsuite.execution.sandbox import CallJob, Limits, SandboxPool, resolve_isolation, shared_pool
 from evalsuite.scoring.code import (
     DerivedTests,
     completion_from_code,

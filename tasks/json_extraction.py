@@ -52,7 +52,7 @@ from evalsuite.datasets.json_cases import (  # noqa: F401 -- RESUME_SCHEMA, resu
     resume_zh_text,
 )
 from evalsuite.errors import UsageError
-from evalsuite.metrics import accuracy
+from evalsuite.metrics.aggregate import accuracy
 from evalsuite.scoring import json_format as jf
 from evalsuite.task import Scorer, Task, task
 from evalsuite.types import Message, Sample, SampleRecord, SamplingParams, Score

@@ -38,7 +38,6 @@ from typing import Annotated, Any, Literal
 
 from pydantic import Field, PositiveInt
 
-from evalsuite.errors import UsageError
 from evalsuite.datasets.haystack import (
     Filler,
     Needle,
@@ -52,6 +51,7 @@ from evalsuite.datasets.haystack import (
     random_values,
     tolerance,
 )
+from evalsuite.errors import UsageError
 from evalsuite.scoring.needle import DEFAULT_THRESHOLD, effective_context_length, found_values
 from evalsuite.task import Scorer, Task, grouped, number_list, task
 from evalsuite.types import Message, Prompt, Sample, SampleRecord, SamplingParams, Score
@@ -268,9 +268,9 @@ def summarize(records: Sequence[SampleRecord], skipped: Sequence[dict[str, Any]]
 def write_heatmap(records: Sequence[SampleRecord], run_dir: Path, grid: tuple[list[int], list],
                   skipped: Sequence[dict[str, Any]], threshold: float, title: str) -> None:
     """Writes ``needle_heatmap.png``: depth (rows, 0% at the top) x length (columns)
-    mean recall, drawn by the one heatmap function (:func:`evalsuite.plots.heatmap_figure`);
+    mean recall, drawn by the one heatmap function (:func:`evalsuite.report.plots.heatmap_figure`);
     skipped cells hatched, cells with no record blank."""
-    from evalsuite.plots import heatmap_figure
+    from evalsuite.report.plots import heatmap_figure
 
     summary = summarize(records, skipped, threshold)
     lengths, depths = grid

@@ -63,7 +63,7 @@ def vllm_backend(embedded_model):
 def run_with(tmp_path):
     """Runs tasks through the real runner with a given backend; returns the RunResult."""
     from evalsuite.config import RunConfig
-    from evalsuite.runner import run
+    from evalsuite.pipeline.runner import run
 
     def _run(backend, tasks, **config):
         cfg = RunConfig(tasks=tuple(tasks), output_dir=tmp_path / "results", **config)

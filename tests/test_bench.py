@@ -4,8 +4,8 @@ import math
 
 import pytest
 
-from evalsuite.bench import Slo, arrival_times, parse_slo, summarize
 from evalsuite.errors import UsageError
+from evalsuite.metrics.load import Slo, arrival_times, parse_slo, summarize
 from evalsuite.types import Generation, Timings
 
 

@@ -6,7 +6,7 @@ from dataclasses import replace
 
 import pytest
 
-from evalsuite.cache import (
+from evalsuite.results.cache import (
     CachedBackend,
     ResponseCache,
     chat_template_sha256,
@@ -204,7 +204,7 @@ def test_without_a_cache_every_request_goes_to_the_backend():
 
 
 def test_the_cache_file_follows_the_environment(tmp_path, monkeypatch):
-    from evalsuite.cache import default_path
+    from evalsuite.results.cache import default_path
 
     monkeypatch.delenv("EVALSUITE_RESPONSE_CACHE", raising=False)
     monkeypatch.setenv("EVALSUITE_CACHE", str(tmp_path / "c"))

@@ -297,7 +297,7 @@ def test_cache_file_unreadable(open_dir, gsm8k_data_dir):
 
 @pytest.mark.parametrize("damage", ["garbage", "truncated"])
 def test_damaged_cache_is_moved_aside_and_the_run_goes_on(tmp_path, gsm8k_data_dir, damage):
-    from evalsuite.cache import ResponseCache
+    from evalsuite.results.cache import ResponseCache
     from evalsuite.types import Generation
 
     cache = tmp_path / "cache" / "responses.sqlite"
@@ -446,7 +446,7 @@ def test_bad_thresholds_file(tmp_path, text, needle):
 
 
 def test_compare_default_latency_limit_is_the_documented_50_percent():
-    from evalsuite.compare import load_thresholds
+    from evalsuite.report.compare import load_thresholds
 
     assert load_thresholds(None) == load_thresholds(REPO / "thresholds" / "default.yaml")
     assert load_thresholds(None)["latency"]["max_increase"] == 0.5

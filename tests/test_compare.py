@@ -8,9 +8,9 @@ import pytest
 from test_report_data import write_run
 
 from evalsuite.cli import main
-from evalsuite.compare import REGRESSION, compare_runs, load_thresholds
 from evalsuite.errors import UsageError
-from evalsuite.report import load_run
+from evalsuite.report.build import load_run
+from evalsuite.report.compare import REGRESSION, compare_runs, load_thresholds
 
 # 30 samples; the candidate loses 8 that the baseline got right and gains none:
 # exact McNemar p = 2 / 2**8 = 0.0078 < 0.05, drop 8/30 = 0.267 > 0.02.

@@ -8,9 +8,15 @@ import json
 import pytest
 from test_report_data import write_run
 
-from evalsuite.compare import compare_runs, load_thresholds, to_markdown
-from evalsuite.differences import ABSENT, not_comparable, run_labels, task_difference, what_differs
-from evalsuite.report import build_report, headline_rows, load_run
+from evalsuite.report.build import build_report, headline_rows, load_run
+from evalsuite.report.compare import compare_runs, load_thresholds, to_markdown
+from evalsuite.report.differences import (
+    ABSENT,
+    not_comparable,
+    run_labels,
+    task_difference,
+    what_differs,
+)
 
 
 def _load(*paths):
@@ -111,7 +117,7 @@ def test_report_and_compare_share_the_paired_numbers(tmp_path):
 
 
 def test_values_absent_and_missing_are_told_apart(tmp_path):
-    from evalsuite.differences import describe_value
+    from evalsuite.report.differences import describe_value
 
     assert describe_value(ABSENT) == "(no such task)" and describe_value(None) == "-"
     assert describe_value("f" * 64) == "f" * 12 and describe_value("a" * 40 + "-dirty") == "a" * 12 + "-dirty"

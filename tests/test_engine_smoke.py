@@ -2,7 +2,7 @@ import json
 
 import pytest
 
-from evalsuite.results import read_samples
+from evalsuite.results.store import read_samples
 
 pytestmark = pytest.mark.engine
 

@@ -340,7 +340,7 @@ def test_bad_user_files_raise_usage_errors(tmp_path, line, message):
 
 
 def test_score_batch_and_aggregate_count_every_verdict():
-    from evalsuite.runner import score as score_records
+    from evalsuite.pipeline.runner import score as score_records
     from evalsuite.types import GenerationRequest, SamplingParams
 
     t = build_task("equations", count=1, families="linear,quadratic-complex", time_limit_s=5.0)

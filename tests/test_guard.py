@@ -1,4 +1,4 @@
-"""The per-sample guard (:mod:`evalsuite.guard`): a scorer or record that fails is an
+"""The per-sample guard (:mod:`evalsuite.pipeline.guard`): a scorer or record that fails is an
 error on its own sample, never the end of a run.
 
 Pure logic first (with a property test over every kind of exception), then the
@@ -17,8 +17,14 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from test_openai_backend import FaultServer
 
-from evalsuite.guard import error_text, errors_by_stage, score_guarded, stage_of, writable_record
-from evalsuite.results import RunWriter, read_samples
+from evalsuite.pipeline.guard import (
+    error_text,
+    errors_by_stage,
+    score_guarded,
+    stage_of,
+    writable_record,
+)
+from evalsuite.results.store import RunWriter, read_samples
 from evalsuite.task import Scorer, Task, task
 from evalsuite.types import Generation, Sample, SampleRecord, Score, Timings
 
@@ -218,7 +224,7 @@ def probe_server(tmp_path):
 def test_a_scorer_failure_is_recorded_counted_and_the_run_completes(probe_server, tmp_path):
     from evalsuite.backends.openai import OpenAIBackend
     from evalsuite.config import RunConfig
-    from evalsuite.runner import run
+    from evalsuite.pipeline.runner import run
 
     backend = OpenAIBackend("fake", base_urls=(probe_server.url,))
     config = RunConfig(tasks=("guard_probe",), backend="openai", model="fake", batch_size=4, cache=False,
@@ -245,7 +251,7 @@ def test_a_scorer_failure_is_recorded_counted_and_the_run_completes(probe_server
     (result.run_dir / "samples.jsonl").write_text("".join(lines[:3]))
     stored["status"] = "running"
     (result.run_dir / "run.json").write_text(json.dumps(stored))
-    from evalsuite.resume import resume_config
+    from evalsuite.results.resume import resume_config
 
     resumed = run(resume_config(result.run_dir, cache=False), progress=False, backend=backend)
     def untimed(rows):
@@ -257,9 +263,9 @@ def test_a_scorer_failure_is_recorded_counted_and_the_run_completes(probe_server
 
 def test_rescore_records_the_same_failures_once(probe_server, tmp_path):
     from evalsuite.backends.openai import OpenAIBackend
-    from evalsuite.commands.rescore import rescore
+    from evalsuite.cli.commands.rescore import rescore
     from evalsuite.config import RunConfig
-    from evalsuite.runner import run
+    from evalsuite.pipeline.runner import run
 
     backend = OpenAIBackend("fake", base_urls=(probe_server.url,))
     config = RunConfig(tasks=("guard_probe",), backend="openai", model="fake", cache=False,

@@ -8,7 +8,6 @@ import sys
 
 import pytest
 
-from evalsuite.cache import generation_settings
 from evalsuite.host import (
     _cgroup_cpu_quota,
     available_memory_bytes,
@@ -18,6 +17,7 @@ from evalsuite.host import (
     cpu_model,
     engine_defaults,
 )
+from evalsuite.results.cache import generation_settings
 
 # /proc/cpuinfo excerpts of the two kinds of host this project runs on.
 EPYC_AVX2 = """processor\t: 0

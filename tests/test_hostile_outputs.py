@@ -23,7 +23,7 @@ from pathlib import Path
 import pytest
 from test_openai_backend import FaultServer
 
-from evalsuite.results import read_samples
+from evalsuite.results.store import read_samples
 from tasks.json_extraction import generate_cases
 
 REPO = Path(__file__).resolve().parent.parent

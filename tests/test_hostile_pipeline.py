@@ -21,7 +21,7 @@ import pytest
 from test_openai_backend import FaultServer
 
 from evalsuite.backends.openai import MAX_RESPONSE_CHARS, _Fatal, backoff_s, capped_lines
-from evalsuite.results import read_samples
+from evalsuite.results.store import read_samples
 
 REPO = Path(__file__).resolve().parent.parent
 MiB = 2**20
@@ -157,10 +157,10 @@ def test_an_html_page_or_a_cut_event_is_a_failed_request(hostile_run):
 
 SECOND_SIGNAL = """
 import os, signal, sys, time
-from evalsuite import lifecycle
+from evalsuite.pipeline import lifecycle
 from evalsuite.backends.scripted import ScriptedBackend
 from evalsuite.config import RunConfig
-from evalsuite.runner import run
+from evalsuite.pipeline.runner import run
 
 class TwoSignals(ScriptedBackend):
     def generate(self, requests):  # the second signal lands while the first one unwinds
@@ -178,7 +178,7 @@ if sys.argv[4] == "run":
                   output_dir=sys.argv[3], run_id="two", cache=False), progress=False, backend=backend)
 else:
     from argparse import Namespace
-    from evalsuite.suite import run_suite
+    from evalsuite.pipeline.suite import run_suite
     run_suite(sys.argv[4], Namespace(output_dir=sys.argv[3], run_id="suite", no_progress=True), backend=backend)
 """
 SUITE = """

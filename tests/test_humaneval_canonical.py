@@ -6,8 +6,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from evalsuite import sandbox
-from evalsuite.sandbox import Limits, SandboxPool
+from evalsuite.execution import sandbox
+from evalsuite.execution.sandbox import Limits, SandboxPool
 from tasks.humaneval import default_data_file, load_problems, score_outputs
 
 pytestmark = pytest.mark.skipif(sandbox.bwrap_available() is not None,

@@ -4,8 +4,8 @@ import json
 
 import pytest
 
-from evalsuite import sandbox
-from evalsuite.results import read_samples  # samples.jsonl is in completion order
+from evalsuite.execution import sandbox
+from evalsuite.results.store import read_samples  # samples.jsonl is in completion order
 
 pytestmark = pytest.mark.engine
 

@@ -20,8 +20,8 @@ from pathlib import Path
 
 import pytest
 
-from evalsuite import sandbox
-from evalsuite.sandbox import Limits, SandboxPool
+from evalsuite.execution import sandbox
+from evalsuite.execution.sandbox import Limits, SandboxPool
 from evalsuite.scoring.code import derive_tests
 from tasks.humaneval import default_data_file, derived_tests_dir, load_problems, score_outputs
 
@@ -498,9 +498,9 @@ def test_hostile_answers_served_over_http_are_scored_failed_by_the_runner(tmp_pa
     import httpx
 
     from evalsuite.backends.openai import OpenAIBackend
+    from evalsuite.backends.serving import free_port
     from evalsuite.config import RunConfig
-    from evalsuite.runner import run
-    from evalsuite.serving import free_port
+    from evalsuite.pipeline.runner import run
 
     monkeypatch.setenv("EVALSUITE_CACHE", str(tmp_path / "cache"))
     # One problem per kind, each with its own function name, so the server can tell them apart.

@@ -7,8 +7,8 @@ from math import comb
 
 import pytest
 
-from evalsuite import sandbox
 from evalsuite.errors import UsageError
+from evalsuite.execution import sandbox
 from tasks.humaneval import COMPLETION_STOP, humaneval
 
 needs_bwrap = pytest.mark.skipif(sandbox.bwrap_available() is not None,
@@ -113,7 +113,7 @@ WRONG_NEG = "I cannot do that."
 def test_run_scores_repeats_in_the_sandbox_and_reports_pass_at_k(tmp_path, data_file):
     from evalsuite.backends.scripted import ScriptedBackend
     from evalsuite.config import RunConfig
-    from evalsuite.runner import run
+    from evalsuite.pipeline.runner import run
 
     model = tmp_path / "model"
     model.mkdir()
@@ -169,7 +169,7 @@ def test_cli_refuses_to_run_unsandboxed_without_the_flag(tmp_path, capsys):
 def test_run_flags_reach_the_factory(data_file):
     from evalsuite.config import RunConfig
     from evalsuite.models import ModelRef
-    from evalsuite.runner import load_tasks
+    from evalsuite.pipeline.runner import load_tasks
 
     config = RunConfig(tasks=("humaneval",), num_samples=3, allow_unsandboxed=True,
                        task_args={"humaneval": {"sandbox": "none", "data_file": str(data_file)}})

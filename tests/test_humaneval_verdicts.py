@@ -7,8 +7,8 @@ import random
 
 import pytest
 
-from evalsuite import sandbox
-from evalsuite.sandbox import Limits, Opaque, Returned, SandboxPool
+from evalsuite.execution import sandbox
+from evalsuite.execution.sandbox import Limits, Opaque, Returned, SandboxPool
 from evalsuite.scoring.code import TEST_SEED, DerivedTests, derive_tests, replay_check
 from tasks.humaneval import derived_tests_file, load_derived_tests
 

@@ -60,7 +60,7 @@ def test_exported_tasks_give_evalsuites_accuracy_under_lm_eval(vllm_backend, lm_
 
     from evalsuite.interop.export import TASKS_DIR
     from evalsuite.interop.vllm_dist import vllm_alias
-    from evalsuite.results import read_samples
+    from evalsuite.results.store import read_samples
 
     names = ("equations", "json_extraction")
     ours = run_with(vllm_backend, names, limit=EXPORT_ITEMS, max_tokens=EXPORT_MAX_TOKENS)

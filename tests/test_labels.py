@@ -11,8 +11,8 @@ from evalsuite.backends.scripted import ScriptedBackend
 from evalsuite.cli import build_parser, config_from_args, main
 from evalsuite.config import MAX_LABEL, RunConfig
 from evalsuite.errors import UsageError
-from evalsuite.report import build_report, load_run
-from evalsuite.suite import read_suite, run_suite
+from evalsuite.pipeline.suite import read_suite, run_suite
+from evalsuite.report.build import build_report, load_run
 
 
 @pytest.mark.parametrize("label", ["", "   ", "two\nlines", "x" * (MAX_LABEL + 1), 7])
@@ -29,7 +29,7 @@ def test_a_bad_label_on_the_command_line_ends_with_one_line(tmp_path, capsys):
 
 
 def test_label_flag_reaches_run_json_and_the_report(tmp_path, embedded_model, gsm8k_data_dir):
-    from evalsuite.runner import run
+    from evalsuite.pipeline.runner import run
 
     args = build_parser().parse_args(["run", "--tasks", "gsm8k", "--limit", "2", "--model", embedded_model,
                                       "--data-dir", str(gsm8k_data_dir), "--output-dir", str(tmp_path),

@@ -2,7 +2,12 @@
 
 import pytest
 
-from evalsuite.memory import MemoryMonitor, _nvml_handles, estimate_from_config, process_tree_rss
+from evalsuite.metrics.memory import (
+    MemoryMonitor,
+    _nvml_handles,
+    estimate_from_config,
+    process_tree_rss,
+)
 
 # Qwen2.5-7B-Instruct's config.json (the published values).
 QWEN25_7B = {
@@ -55,7 +60,6 @@ def test_host_rss_is_measured_and_gpu_is_none_without_one():
 def test_process_tree_rss_counts_children():
     import subprocess
     import sys
-
     import time
 
     before = process_tree_rss()  # before the child exists: it may allocate before it is read

@@ -4,7 +4,13 @@ import math
 
 import pytest
 
-from evalsuite.metrics import accuracy, distribution, mean_stderr, percentile, wilson_interval
+from evalsuite.metrics.aggregate import (
+    accuracy,
+    distribution,
+    mean_stderr,
+    percentile,
+    wilson_interval,
+)
 
 
 def test_mean_stderr_hand_worked():
@@ -45,7 +51,7 @@ def test_distribution_skips_missing_and_reports_none_when_empty():
 
 
 def test_tpot_definition():
-    from evalsuite.metrics import tpot_s
+    from evalsuite.metrics.aggregate import tpot_s
 
     # E2E 1.0 s, TTFT 0.2 s, 5 output tokens: (1.0 - 0.2) / 4 = 0.2 s
     assert tpot_s(1.0, 0.2, 5) == pytest.approx(0.2)
@@ -56,7 +62,7 @@ def test_tpot_definition():
 def test_latency_summary_hand_worked():
     from types import SimpleNamespace
 
-    from evalsuite.metrics import latency_summary
+    from evalsuite.metrics.aggregate import latency_summary
     from evalsuite.types import Timings
 
     records = [
@@ -81,7 +87,7 @@ def test_partial_credit_interval_stays_in_unit_range():
 def test_throughput_counts_completed_requests_and_leaves_unmeasured_rates_none():
     from types import SimpleNamespace as Row
 
-    from evalsuite.metrics import throughput
+    from evalsuite.metrics.aggregate import throughput
 
     rows = [Row(error=None, prompt_tokens=10, output_tokens=5), Row(error=None, prompt_tokens=20, output_tokens=15),
             Row(error="timeout", prompt_tokens=None, output_tokens=None)]

@@ -28,8 +28,8 @@ from evalsuite.backends.openai import (
     parse_sse_line,
     request_body,
 )
+from evalsuite.backends.serving import free_port
 from evalsuite.errors import UsageError
-from evalsuite.serving import free_port
 from evalsuite.types import GenerationRequest, Message, SamplingParams
 
 FAULT_SERVER = Path(__file__).with_name("fault_servers.py")
@@ -155,7 +155,7 @@ def model_dir(tmp_path) -> Path:
 def run_openai(tmp_path):
     """Runs tasks through the real runner on an open openai backend; returns the RunResult."""
     from evalsuite.config import RunConfig
-    from evalsuite.runner import run
+    from evalsuite.pipeline.runner import run
 
     def _run(backend: OpenAIBackend, tasks, **config):
         cfg = RunConfig(tasks=tuple(tasks), backend="openai", output_dir=tmp_path / "results", cache=False,
@@ -172,7 +172,7 @@ def questions(data_dir: Path, n: int) -> list[str]:
 
 def samples(run_dir: Path) -> list[dict]:
     """The run's records in sample order (samples.jsonl is in completion order)."""
-    from evalsuite.results import sample_order
+    from evalsuite.results.store import sample_order
 
     return sorted((json.loads(line) for line in (run_dir / "samples.jsonl").read_text().splitlines()),
                   key=sample_order)

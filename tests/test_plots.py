@@ -8,7 +8,7 @@ import math
 
 import pytest
 
-from evalsuite import plots
+from evalsuite.report import plots
 
 RUNS = 20
 TASKS = ["gsm8k", "json_extraction", "needle"]

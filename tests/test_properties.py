@@ -19,8 +19,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from evalsuite.backends.openai import MalformedReply, parse_sse_line, read_event, served_model_ids
-from evalsuite.cache import CacheEntryError, generation_from_json, generation_to_json
-from evalsuite.resume import record_from_dict, repair_samples
+from evalsuite.results.cache import CacheEntryError, generation_from_json, generation_to_json
+from evalsuite.results.resume import record_from_dict, repair_samples
 from evalsuite.scoring import json_format as jf
 from evalsuite.scoring.code import code_blocks, completion_from_code, extract_code
 from evalsuite.scoring.needle import found_values, needle_recall

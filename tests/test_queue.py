@@ -1,5 +1,5 @@
 """The streaming request queue (evalsuite.backends.queue) and the scoring stage's
-worker (evalsuite.stages): pure logic on literal inputs. The real engine's stream is
+worker (evalsuite.pipeline.stages): pure logic on literal inputs. The real engine's stream is
 tested in test_engine_stream.py."""
 
 import json
@@ -9,7 +9,7 @@ import time
 import pytest
 
 from evalsuite.backends.queue import RequestQueue, batched, pull, stream
-from evalsuite.stages import BatchingWorker
+from evalsuite.pipeline.stages import BatchingWorker
 from evalsuite.types import Generation, GenerationRequest, SamplingParams
 
 
@@ -161,7 +161,7 @@ class ReversedStream:
 def test_the_runner_writes_in_completion_order_and_aggregates_in_request_order(tmp_path, gsm8k_data_dir,
                                                                               embedded_model):
     from evalsuite.config import RunConfig
-    from evalsuite.runner import run
+    from evalsuite.pipeline.runner import run
 
     config = RunConfig(tasks=("gsm8k",), limit=3, data_dir=str(gsm8k_data_dir), cache=False,
                        output_dir=tmp_path, run_id="rev", model=embedded_model)
@@ -188,8 +188,8 @@ class RecordingStream(ReversedStream):
 def test_a_suites_entries_on_one_engine_share_one_queue(tmp_path, gsm8k_data_dir, embedded_model):
     from argparse import Namespace
 
-    from evalsuite.results import read_samples
-    from evalsuite.suite import run_suite
+    from evalsuite.pipeline.suite import run_suite
+    from evalsuite.results.store import read_samples
 
     path = tmp_path / "suite.yaml"
     path.write_text(f"name: two\nmodel: {embedded_model}\ntasks:\n"

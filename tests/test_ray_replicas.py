@@ -276,7 +276,7 @@ def _by_sample(records) -> dict[str, tuple[str, dict]]:
 def single_engine_records(vllm_backend, gsm8k_data_dir, tmp_path_factory):
     """GSM8K on the session's single engine: the reference the replicas must equal."""
     from evalsuite.config import RunConfig
-    from evalsuite.runner import run
+    from evalsuite.pipeline.runner import run
 
     cfg = RunConfig(tasks=("gsm8k",), limit=ITEMS, data_dir=str(gsm8k_data_dir), max_tokens=MAX_TOKENS,
                     cache=False, output_dir=tmp_path_factory.mktemp("single"))

@@ -143,7 +143,7 @@ def test_a_requeued_chunk_reaches_a_replica_that_had_run_out_of_work():
 
 
 def test_importing_evalsuite_does_not_import_ray():
-    code = ("import sys, evalsuite, evalsuite.cli, evalsuite.runner, evalsuite.backends.vllm, "
+    code = ("import sys, evalsuite, evalsuite.cli, evalsuite.pipeline.runner, evalsuite.backends.vllm, "
             "evalsuite.backends.vllm_dp, evalsuite.backends.pool; print('ray' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
@@ -234,7 +234,7 @@ def test_the_runner_records_replica_losses_in_run_json(run_with, gsm8k_data_dir)
 
 
 def test_a_suite_takes_the_replica_flags(tmp_path):
-    from evalsuite.suite import read_suite
+    from evalsuite.pipeline.suite import read_suite
 
     path = tmp_path / "suite.yaml"
     path.write_text("tasks: [gsm8k]\nbackend_args: {data_parallel_size: 2}\n")

@@ -14,7 +14,7 @@ from test_report_data import write_run
 
 from evalsuite.cli import main
 from evalsuite.errors import UsageError
-from evalsuite.report import build_report, load_run, write_report
+from evalsuite.report.build import build_report, load_run, write_report
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -174,13 +174,13 @@ def test_figures_are_embedded_pngs_and_files(tmp_path):
 
 
 def _tiny_png() -> bytes:
-    from evalsuite import plots
+    from evalsuite.report import plots
 
     return plots.png_bytes(plots.memory_figure({"x": {"a": 1.0}}))
 
 
 def test_heatmap_cells_are_mean_recall(tmp_path):
-    from evalsuite.report import _needle_grid
+    from evalsuite.report.build import _needle_grid
 
     records = [{"metadata": {"length": 1000, "depth": 0}, "verdicts": {"recall": 1.0}},
                {"metadata": {"length": 1000, "depth": 0}, "verdicts": {"recall": 0.0}},

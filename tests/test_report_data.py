@@ -1,11 +1,11 @@
 """Helpers that write small but complete run directories for the report and
 compare tests, through the runner's own stages (no tests here).
 
-A run is made as ``evalsuite.runner.run`` makes it, minus the model: real
+A run is made as ``evalsuite.pipeline.runner.run`` makes it, minus the model: real
 :class:`~evalsuite.task.Task` objects with in-memory samples and data files on
 disk, ``describe_run`` for the header (config, model fingerprint, task
 versions, data hashes, provenance), ``score`` and ``aggregate`` for records and
-metrics, ``memory_report`` for memory, and :class:`~evalsuite.results.RunWriter`
+metrics, ``memory_report`` for memory, and :class:`~evalsuite.results.store.RunWriter`
 for the files. Only the generations are scripted, so fixtures follow the results
 format as it changes.
 """
@@ -22,8 +22,7 @@ from typing import Any
 
 from evalsuite.config import EngineConfig, RunConfig
 from evalsuite.models import ModelRef
-from evalsuite.results import RunWriter
-from evalsuite.runner import (
+from evalsuite.pipeline.runner import (
     aggregate,
     build_requests,
     describe_run,
@@ -31,6 +30,7 @@ from evalsuite.runner import (
     performance,
     score,
 )
+from evalsuite.results.store import RunWriter
 from evalsuite.task import Scorer, Task
 from evalsuite.types import Generation, Sample, Score, Timings
 

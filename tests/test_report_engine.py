@@ -10,9 +10,9 @@ import sys
 import pytest
 from browser import FOLD, needs_chromium, probe, screenshot
 
-from evalsuite.compare import compare_runs, load_thresholds
-from evalsuite.differences import what_differs
-from evalsuite.report import build_report, headline_rows, load_run, write_report
+from evalsuite.report.build import build_report, headline_rows, load_run, write_report
+from evalsuite.report.compare import compare_runs, load_thresholds
+from evalsuite.report.differences import what_differs
 
 
 def _run(dtype: str, out, data_dir) -> None:

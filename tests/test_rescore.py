@@ -4,10 +4,10 @@ import pytest
 
 from evalsuite.backends.scripted import ScriptedBackend
 from evalsuite.cli import main
-from evalsuite.commands.rescore import rescore
+from evalsuite.cli.commands.rescore import rescore
 from evalsuite.config import RunConfig
 from evalsuite.errors import UsageError
-from evalsuite.runner import run
+from evalsuite.pipeline.runner import run
 
 
 @pytest.fixture

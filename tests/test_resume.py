@@ -9,8 +9,8 @@ import pytest
 from evalsuite.cli import main
 from evalsuite.config import EngineConfig, RunConfig
 from evalsuite.errors import UsageError
-from evalsuite.resume import config_from_dict, record_from_dict, repair_samples
-from evalsuite.runner import run
+from evalsuite.pipeline.runner import run
+from evalsuite.results.resume import config_from_dict, record_from_dict, repair_samples
 from evalsuite.types import Generation, SampleRecord, Score, Timings
 
 

@@ -21,7 +21,7 @@ from contextlib import suppress
 
 import pytest
 
-from evalsuite.results import read_samples  # samples.jsonl is in completion order
+from evalsuite.results.store import read_samples  # samples.jsonl is in completion order
 
 pytestmark = pytest.mark.engine
 

@@ -6,9 +6,16 @@ from pathlib import Path
 
 import pytest
 
-from evalsuite import sandbox
 from evalsuite.errors import UsageError
-from evalsuite.sandbox import CallJob, Limits, Opaque, Returned, SandboxPool, resolve_isolation
+from evalsuite.execution import sandbox
+from evalsuite.execution.sandbox import (
+    CallJob,
+    Limits,
+    Opaque,
+    Returned,
+    SandboxPool,
+    resolve_isolation,
+)
 
 needs_bwrap = pytest.mark.skipif(sandbox.bwrap_available() is not None,
                                  reason=f"bubblewrap unusable here: {sandbox.bwrap_available()}")
@@ -145,7 +152,7 @@ def test_auto_prefers_bwrap_when_it_works():
 
 def test_a_python_installation_under_tmp_stays_visible(monkeypatch):
     """/tmp is a fresh tmpfs inside the sandbox; a venv living there is bound back in."""
-    from evalsuite import sandbox
+    from evalsuite.execution import sandbox
 
     monkeypatch.setattr(sandbox, "_python_dirs", lambda: ["/tmp/ci/.venv", "/usr"])
     argv = sandbox._bwrap_argv("bwrap")

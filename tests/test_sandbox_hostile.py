@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from evalsuite import sandbox
-from evalsuite.sandbox import Limits, SandboxPool
+from evalsuite.execution import sandbox
+from evalsuite.execution.sandbox import Limits, SandboxPool
 
 pytestmark = [
     pytest.mark.skipif(sandbox.bwrap_available() is not None,

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from evalsuite.sandbox import (
+from evalsuite.execution.sandbox import (
     Opaque,
     Returned,
     decode_plain,

@@ -7,10 +7,10 @@ import json
 
 import pytest
 
-from evalsuite.cache import CachedBackend, ResponseCache, open_cache
 from evalsuite.data import numbered_jsonl
 from evalsuite.errors import UsageError
-from evalsuite.resume import repair_samples
+from evalsuite.results.cache import CachedBackend, ResponseCache, open_cache
+from evalsuite.results.resume import repair_samples
 from evalsuite.schemas import EngineSettings, ModelList, RunSettings, TaskEntry, check
 from evalsuite.types import Generation, GenerationRequest, SamplingParams
 

@@ -103,9 +103,9 @@ def test_agreement_counts_only_comparable_verdicts():
 
 def test_a_run_records_math_verify_and_the_report_lists_disagreements(tmp_path, gsm8k_data_dir):
     from evalsuite.config import RunConfig
-    from evalsuite.report import write_report
-    from evalsuite.resume import record_from_dict
-    from evalsuite.runner import run
+    from evalsuite.pipeline.runner import run
+    from evalsuite.report.build import write_report
+    from evalsuite.results.resume import record_from_dict
 
     model = tmp_path / "model"
     model.mkdir()

@@ -31,7 +31,7 @@ import httpx
 import pytest
 
 from evalsuite.errors import UsageError
-from evalsuite.results import read_samples  # samples.jsonl is in completion order
+from evalsuite.results.store import read_samples  # samples.jsonl is in completion order
 
 pytestmark = pytest.mark.engine
 
@@ -45,7 +45,7 @@ PROMPTS = ("cot", "fewshot")
 @pytest.fixture(scope="module")
 def servers(embedded_model, vllm_backend, tmp_path_factory):
     pytest.importorskip("vllm")
-    from evalsuite.serving import start_server
+    from evalsuite.backends.serving import start_server
 
     logs = tmp_path_factory.mktemp("vllm-serve")
     dtype = vllm_backend.settings["dtype"]  # the in-process engine's: outputs are compared with it
@@ -66,7 +66,7 @@ def servers(embedded_model, vllm_backend, tmp_path_factory):
 
 def run_gsm8k(backend, name: str, prompt: str, out_dir, data_dir, model: str, batch_size: int = 256):
     from evalsuite.config import RunConfig
-    from evalsuite.runner import run
+    from evalsuite.pipeline.runner import run
 
     config = RunConfig(tasks=("gsm8k",), backend=name, model=model, limit=LIMIT, max_tokens=MAX_TOKENS,
                        data_dir=str(data_dir), output_dir=out_dir, cache=False, batch_size=batch_size,

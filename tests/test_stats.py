@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from evalsuite.stats import (
+from evalsuite.metrics.stats import (
     mcnemar_exact,
     newcombe_paired_interval,
     paired_bootstrap,

@@ -24,7 +24,7 @@ import httpx
 import psutil
 import pytest
 
-from evalsuite.serving import free_port
+from evalsuite.backends.serving import free_port
 
 FAULT_SERVER = Path(__file__).with_name("fault_servers.py")
 ROOT = Path(__file__).resolve().parents[1]
@@ -176,7 +176,7 @@ def test_sigkill_of_the_command_leaves_no_worker_behind(tmp_path, served, task):
 
 POOLS_SCRIPT = textwrap.dedent("""
     import os, sys, time
-    from evalsuite.sandbox import SandboxPool, resolve_isolation
+    from evalsuite.execution.sandbox import SandboxPool, resolve_isolation
     from evalsuite.scoring.equations import VerifierPool
     verifiers = VerifierPool(workers=1, time_limit_s=60, preload=())
     verifiers.map(os.getpid, [()])
@@ -206,7 +206,7 @@ def test_pool_workers_die_with_their_parent_without_a_watchdog(tmp_path):
 
 HANDLER_SCRIPT = textwrap.dedent("""
     import os, sys, time
-    from evalsuite import lifecycle
+    from evalsuite.pipeline import lifecycle
     lifecycle.install_signal_handlers()
     child = __import__("subprocess").Popen([sys.executable, "-c",
         "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); time.sleep(600)"])
@@ -238,7 +238,7 @@ def test_a_second_signal_stops_at_once_and_kills_children_that_ignore_sigterm():
 
 @pytest.mark.timeout(60)
 def test_an_unwinding_that_hangs_is_cut_at_the_deadline():
-    from evalsuite.lifecycle import STOP_DEADLINE_S
+    from evalsuite.pipeline.lifecycle import STOP_DEADLINE_S
 
     proc = subprocess.Popen([sys.executable, "-c", HANDLER_SCRIPT], stdout=subprocess.PIPE, env=env())
     try:
@@ -256,7 +256,7 @@ def test_an_unwinding_that_hangs_is_cut_at_the_deadline():
 
 WATCHED_SCRIPT = textwrap.dedent("""
     import os, subprocess, sys, time
-    from evalsuite import lifecycle
+    from evalsuite.pipeline import lifecycle
     lifecycle.start_watchdog()
     # A child in its own session that ignores SIGTERM: as vLLM's EngineCore does.
     child = subprocess.Popen([sys.executable, "-c",
@@ -284,8 +284,8 @@ def test_the_watchdog_kills_what_a_killed_parent_left():
 
 LAUNCHED_SCRIPT = textwrap.dedent("""
     import subprocess, sys, time
-    from evalsuite.lifecycle import parent_death_argv
-    # As evalsuite.serving starts a managed `vllm serve`: its own session, argv through the launcher.
+    from evalsuite.pipeline.lifecycle import parent_death_argv
+    # As evalsuite.backends.serving starts a managed `vllm serve`: its own session, argv through the launcher.
     child = subprocess.Popen(parent_death_argv(["sleep", "600"]), start_new_session=True)
     print(child.pid, flush=True)
     time.sleep(600)

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from evalsuite.errors import UsageError
-from evalsuite.suite import engine_group, load_suite, read_suite, run_suite
+from evalsuite.pipeline.suite import engine_group, load_suite, read_suite, run_suite
 
 SUITE = """
 name: demo
@@ -104,7 +104,7 @@ def test_shipped_qwen_suite():
 
 @pytest.mark.engine
 def test_suite_runs_on_the_real_engine_and_reads_as_one_run(tmp_path, vllm_backend, gsm8k_data_dir, capsys):
-    from evalsuite.report import load_run
+    from evalsuite.report.build import load_run
 
     path = _write(tmp_path, """
 name: tiny
@@ -124,8 +124,8 @@ tasks:
     run = load_run(suite_dir)
     assert run.tasks == ["gsm8k", "gsm8k-hot"] and len(run.samples) == 4
     assert "results: " in capsys.readouterr().out
-    from evalsuite.compare import compare_runs, load_thresholds
-    from evalsuite.report import write_report
+    from evalsuite.report.build import write_report
+    from evalsuite.report.compare import compare_runs, load_thresholds
 
     folder = write_report([suite_dir], output_dir=tmp_path / "reports")
     assert "| gsm8k-hot | strict-match |" in (folder / "report.md").read_text()
@@ -136,7 +136,7 @@ tasks:
 
 
 def test_peak_memory_over_suite_runs():
-    from evalsuite.suite import peak_memory
+    from evalsuite.pipeline.suite import peak_memory
 
     a = {"host_peak_rss_gib": 3.0, "peak_gpu_mem_gib": None,
          "kv_cache": {"tokens": 100, "blocks": 1, "block_size": 100, "peak_usage_fraction": 0.2}}

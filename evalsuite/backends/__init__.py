@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any, Protocol, runtime_checkable
 
-from evalsuite.cache import chat_template_sha256  # noqa: F401 -- the one digest, re-exported for backends
+from evalsuite.results.cache import chat_template_sha256  # noqa: F401 -- the one digest, re-exported for backends
 from evalsuite.types import Generation, GenerationRequest, Message
 
 

@@ -11,7 +11,7 @@ Several ``base_urls`` are replicas of one model: each request goes to the replic
 with the fewest requests in flight (ties rotate). Results do not depend on the
 number of replicas, because greedy decoding is deterministic and sampled requests
 carry their own seed derived from the sample's identity
-(:func:`evalsuite.runner.request_seed`).
+(:func:`evalsuite.pipeline.runner.request_seed`).
 
 Faults are data: a connection error, HTTP 429 or 5xx is retried with exponential
 backoff (``backoff_base_s * 2**attempt``, capped at ``backoff_cap_s``; a
@@ -397,7 +397,7 @@ class OpenAIBackend:
 
     async def request_one(self, client, slots: asyncio.Semaphore, request: GenerationRequest) -> Generation:
         """One request with retries, on an ``httpx.AsyncClient`` the caller opened,
-        holding one of ``slots`` while in flight (used by :mod:`evalsuite.bench`)."""
+        holding one of ``slots`` while in flight (used by :mod:`evalsuite.metrics.load`)."""
         return await self._request(client, slots, request)
 
     async def _generate(self, requests: Sequence[GenerationRequest]) -> list[Generation]:

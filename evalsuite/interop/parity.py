@@ -265,8 +265,8 @@ def run_evalsuite(settings: EngineSettings, data_dir: Path, limit: int, output_d
     """
     from evalsuite.config import EngineConfig, RunConfig
     from evalsuite.models import resolve_model
-    from evalsuite.results import read_samples
-    from evalsuite.runner import open_backend, run
+    from evalsuite.pipeline.runner import open_backend, run
+    from evalsuite.results.store import read_samples
 
     config = RunConfig(
         tasks=("gsm8k",), model=settings.model, backend="vllm", limit=limit, data_dir=str(data_dir),
@@ -394,7 +394,7 @@ def run_parity(settings: EngineSettings, data_dir: Path, limit: int, output_dir:
         "runs": {side.name: {"scores": dict(side.scores), "engine_s": side.engine_s, "eval_s": side.eval_s,
                              "location": side.location} for side in (ours, theirs)},
     }
-    from evalsuite.results import write_json_atomic
+    from evalsuite.results.store import write_json_atomic
 
     write_json_atomic(output_dir / "parity.json", report)
     with open(output_dir / "disagreements.jsonl", "w", encoding="utf-8") as f:

@@ -19,7 +19,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from evalsuite.sandbox import Limits, SandboxPool
+from evalsuite.execution.sandbox import Limits, SandboxPool
 from evalsuite.scoring.code import (
     TEST_SEED,
     DerivedTests,

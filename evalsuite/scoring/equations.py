@@ -1144,7 +1144,7 @@ def math_verify_gold(spec: EquationSpec) -> sympy.Basic:
 # Killable workers
 
 def _worker_main(conn, memory_mib: int, preload: tuple[str, ...] = (), parent_pid: int | None = None) -> None:
-    from evalsuite.lifecycle import set_parent_death_signal
+    from evalsuite.pipeline.lifecycle import set_parent_death_signal
 
     set_parent_death_signal(parent_pid)  # a check must not outlive a killed harness (it may spin for minutes)
     # Ctrl-C on the terminal reaches the whole process group; the harness decides when we end.

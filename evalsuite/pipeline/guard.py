@@ -24,7 +24,7 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from evalsuite.encoding import _json_default, record_line
+from evalsuite.results.encoding import _json_default, record_line
 from evalsuite.types import Generation, Sample, SampleRecord, Score
 
 if TYPE_CHECKING:

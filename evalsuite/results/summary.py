@@ -2,7 +2,7 @@
 exit code that ``--max-error-rate`` decides.
 
 Its own module so that the command line (:mod:`evalsuite.cli`) and suites
-(:mod:`evalsuite.suite`) both use it without importing each other.
+(:mod:`evalsuite.pipeline.suite`) both use it without importing each other.
 """
 
 from __future__ import annotations

@@ -19,7 +19,7 @@ def add_parser(subparsers) -> None:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from evalsuite.report import write_report
+    from evalsuite.report.build import write_report
 
     folder = write_report(args.runs, name=args.name, output_dir=args.output_dir, results_dir=args.results_dir)
     print(f"report: {folder / 'report.md'}\n        {folder / 'report.html'}")

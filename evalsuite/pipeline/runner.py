@@ -10,8 +10,8 @@ a kill loses no scored sample. Misconfiguration raises
 :class:`~evalsuite.errors.UsageError` before the engine starts; a failed request
 is recorded on its sample and the run goes on.
 
-Generation goes through the response cache (:mod:`evalsuite.cache`): the engine
-starts only when some request is not cached. A resumed run (:mod:`evalsuite.resume`)
+Generation goes through the response cache (:mod:`evalsuite.results.cache`): the engine
+starts only when some request is not cached. A resumed run (:mod:`evalsuite.results.resume`)
 keeps the records its directory already holds and generates only the rest.
 """
 
@@ -28,25 +28,25 @@ from pathlib import Path
 from typing import Any
 
 from evalsuite import guard, lifecycle
-from evalsuite import resume as resuming
 from evalsuite.backends.queue import stream
-from evalsuite.cache import (
+from evalsuite.config import RunConfig
+from evalsuite.errors import UsageError
+from evalsuite.metrics.aggregate import accuracy, latency_summary, throughput
+from evalsuite.metrics.memory import MemoryMonitor, estimate_for_model
+from evalsuite.models import ModelRef, model_fingerprint, resolve_model
+from evalsuite.paths import check_output_dir
+from evalsuite.pipeline.stages import BatchingWorker
+from evalsuite.provenance import git_revision, host_description, library_versions
+from evalsuite.registry import backends
+from evalsuite.results import resume as resuming
+from evalsuite.results.cache import (
     CachedBackend,
     chat_template_sha256,
     default_path,
     open_cache,
     run_identity,
 )
-from evalsuite.config import RunConfig
-from evalsuite.errors import UsageError
-from evalsuite.memory import MemoryMonitor, estimate_for_model
-from evalsuite.metrics import accuracy, latency_summary, throughput
-from evalsuite.models import ModelRef, model_fingerprint, resolve_model
-from evalsuite.paths import check_output_dir
-from evalsuite.provenance import git_revision, host_description, library_versions
-from evalsuite.registry import backends
-from evalsuite.results import RunWriter, new_run_id
-from evalsuite.stages import BatchingWorker
+from evalsuite.results.store import RunWriter, new_run_id
 from evalsuite.task import Task, build_task, file_sha256
 from evalsuite.types import Generation, GenerationRequest, Message, SampleRecord, SamplingParams
 
@@ -185,7 +185,7 @@ def announce_settings(settings: dict[str, Any]) -> None:
 
 def score(task: Task, requests: Sequence[GenerationRequest], generations: Sequence[Generation]) -> list[SampleRecord]:
     """One record per generation, scored under the per-sample guard
-    (:func:`evalsuite.guard.score_guarded`): a scorer that raises is an error on
+    (:func:`evalsuite.pipeline.guard.score_guarded`): a scorer that raises is an error on
     its sample's record, never an exception here."""
     by_id = {s.id: s for s in task.samples}
     samples = [by_id[r.sample_id] for r in requests]
@@ -209,7 +209,7 @@ def _prompt_as_text(prompt) -> str:
 
 
 def performance(records: Sequence[SampleRecord], wall_s: float) -> dict[str, Any]:
-    """Throughput over ``wall_s`` seconds (:func:`evalsuite.metrics.throughput`) and
+    """Throughput over ``wall_s`` seconds (:func:`evalsuite.metrics.aggregate.throughput`) and
     latency percentiles of ``records``."""
     return {
         "wall_s": wall_s,
@@ -252,7 +252,7 @@ def memory_report(measured: dict[str, Any], model: ModelRef, config: RunConfig,
 
     The KV-cache capacity comes from the backend (vLLM); its peak usage from the
     sampled ``vllm:kv_cache_usage_perc`` gauge. The estimate gives the weights and
-    the KV bytes per token from ``config.json`` (:mod:`evalsuite.memory`), and the
+    the KV bytes per token from ``config.json`` (:mod:`evalsuite.metrics.memory`), and the
     bytes the measured KV-cache capacity takes at that rate.
     """
     kv = dict((backend_description or {}).get("kv_cache") or {}) or None
@@ -325,7 +325,7 @@ def cached_backend(config: RunConfig, model: ModelRef, backend=None) -> CachedBa
     """The run's backend behind the response cache, opened on the first cache miss.
 
     The cache key's model and engine identity comes from the config and the model's
-    files (:func:`evalsuite.cache.run_identity`), so a fully cached run never starts
+    files (:func:`evalsuite.results.cache.run_identity`), so a fully cached run never starts
     the engine; an already open ``backend`` is described by itself instead.
     """
     cache = open_cache(default_path()) if config.cache else None
@@ -521,7 +521,7 @@ def generate_and_score(states: Sequence[RunState], progress: bool) -> None:
     Cached generations go to the scoring stage at once; every other request of every
     run is streamed through the shared backend (:func:`evalsuite.backends.queue.stream`),
     each generation stored in its run's response cache as it arrives and handed to a
-    :class:`~evalsuite.stages.BatchingWorker` that scores and writes it while the
+    :class:`~evalsuite.pipeline.stages.BatchingWorker` that scores and writes it while the
     engine goes on; a run is finished as soon as its last sample is scored. Each
     state's ``start`` is the ``time.perf_counter()`` at which generation started (after
     the engine was up). Raises whatever the backend or the scoring stage raised.

@@ -83,7 +83,7 @@ from functools import cache
 from typing import Any
 
 from evalsuite.errors import UsageError
-from evalsuite.lifecycle import parent_death_argv
+from evalsuite.pipeline.lifecycle import parent_death_argv
 
 ISOLATIONS = ("bwrap", "none")
 SANDBOX_UID_BASE = 1_999_990_000
@@ -1087,7 +1087,7 @@ class SandboxPool:
         worker = self._workers[index]
         if worker is not None and worker.proc.poll() is not None:
             # It died while idle: e.g. its parent-death signal fired because the thread
-            # that started it ended (see evalsuite.lifecycle). No job was lost; start afresh.
+            # that started it ended (see evalsuite.pipeline.lifecycle). No job was lost; start afresh.
             self._replace(index)
         if self._workers[index] is None:
             self._workers[index] = _Worker(self.isolation, index, self.hide)

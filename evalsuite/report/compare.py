@@ -6,7 +6,7 @@ Three kinds of check, each against a thresholds file (YAML, see
 - **accuracy**, per task and extractor, on the samples both runs scored
   (paired by task, sample id and repeat): the exact McNemar test for 0/1
   verdicts, the paired bootstrap otherwise, with the difference's 95%
-  interval (:func:`evalsuite.differences.task_difference`, the computation the
+  interval (:func:`evalsuite.report.differences.task_difference`, the computation the
   report's headline uses). A drop is a regression when it is larger than
   ``max_drop`` (absolute, in the metric's units) *and* significant
   (``p < alpha``): a drop that small samples cannot tell from noise is
@@ -22,7 +22,7 @@ Three kinds of check, each against a thresholds file (YAML, see
 A check whose figure is missing from either run is reported as ``n/a``, never
 failed. The outcome: ``regression`` when any check regressed (exit code 1).
 The output also lists what differs between the runs (the report's "what
-differs" table, :func:`evalsuite.differences.what_differs`).
+differs" table, :func:`evalsuite.report.differences.what_differs`).
 """
 
 from __future__ import annotations
@@ -34,7 +34,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from evalsuite.differences import (
+from evalsuite.errors import UsageError
+from evalsuite.report.build import RunData, differences_table, fmt, load_run, memory_figures
+from evalsuite.report.differences import (
     ABSENT,
     Difference,
     not_comparable,
@@ -45,8 +47,6 @@ from evalsuite.differences import (
     verdict_index,
     what_differs,
 )
-from evalsuite.errors import UsageError
-from evalsuite.report import RunData, differences_table, fmt, load_run, memory_figures
 
 PASS, REGRESSION, IMPROVED, NA = "pass", "REGRESSION", "improved", "n/a"
 _EPS = 1e-9  # an increase exactly at the limit passes, whatever the float rounding
@@ -210,7 +210,7 @@ def _task_limit(thresholds: Mapping[str, Any], task: str, section: str, key: str
 def accuracy_checks(base: RunData, cand: RunData, thresholds: Mapping[str, Any],
                     differences: Sequence[Difference] | None = None) -> tuple[list[Check], list[str]]:
     """Paired tests per task and extractor on the samples both runs scored
-    (:func:`evalsuite.differences.task_difference`); ``n/a`` on a task the runs
+    (:func:`evalsuite.report.differences.task_difference`); ``n/a`` on a task the runs
     are not comparable on (``differences``: :func:`what_differs` of the two runs)."""
     checks, warnings = [], []
     indexes = (verdict_index(base), verdict_index(cand))
@@ -303,7 +303,7 @@ def memory_checks(base: RunData, cand: RunData, thresholds: Mapping[str, Any]) -
 
 def config_changes(base: RunData, cand: RunData,
                    differences: Sequence[Difference] | None = None) -> dict[str, tuple[Any, Any]]:
-    """What differs between the runs (:func:`evalsuite.differences.what_differs`)
+    """What differs between the runs (:func:`evalsuite.report.differences.what_differs`)
     as ``{field: (baseline value, candidate value)}``."""
     differences = what_differs([base, cand]) if differences is None else differences
     return {d.field: (_value(d.values[0]), _value(d.values[1])) for d in differences}

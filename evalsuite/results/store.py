@@ -18,7 +18,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from evalsuite.encoding import _json_default, record_line  # noqa: F401 -- record_line is part of this API
+from evalsuite.results.encoding import _json_default, record_line  # noqa: F401 -- record_line is part of this API
 from evalsuite.types import SampleRecord
 
 SCHEMA_VERSION = 1
@@ -31,7 +31,7 @@ def new_run_id(model_name: str) -> str:
 
 def write_json_atomic(path: Path, data: dict[str, Any]) -> None:
     """Writes ``data`` to a temporary file and renames it to ``path``. The temporary
-    file is the thread's own: a stop's last words (:func:`evalsuite.lifecycle.last_words`,
+    file is the thread's own: a stop's last words (:func:`evalsuite.pipeline.lifecycle.last_words`,
     on a timer thread) never write into the file another thread is writing."""
     tmp = path.with_name(f".{path.name}.{threading.get_ident()}.tmp")
     tmp.write_text(json.dumps(data, indent=2, default=_json_default, ensure_ascii=False) + "\n")
@@ -54,10 +54,10 @@ class RunWriter:
         """Writes one line per record and flushes; returns the records as written.
 
         A record that cannot be written as JSON (too deeply nested, circular) is
-        replaced by :func:`evalsuite.guard.writable_record`, which says why in its
+        replaced by :func:`evalsuite.pipeline.guard.writable_record`, which says why in its
         ``error``: the per-sample guard's ``record`` step.
         """
-        from evalsuite.guard import record_and_line
+        from evalsuite.pipeline.guard import record_and_line
 
         written = []
         for record in records:

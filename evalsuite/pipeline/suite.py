@@ -53,9 +53,9 @@ from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
-from evalsuite import lifecycle
 from evalsuite.config import EngineConfig, RunConfig
 from evalsuite.errors import UsageError
+from evalsuite.pipeline import lifecycle
 
 SUITE_FILE = "suite.json"
 
@@ -280,16 +280,16 @@ def run_suite(path: str | Path, args: Any, backend: Any = None) -> int:
     response cache (a real rerun, e.g. for a regression gate); the suite's directory is
     ``<--output-dir>/<--run-id or a new id>/``. Entries with the same model,
     backend and engine settings share one engine, opened once, and one request queue
-    (:func:`evalsuite.runner.run_many`): all their pending requests go to the engine at once. Returns the exit
+    (:func:`evalsuite.pipeline.runner.run_many`): all their pending requests go to the engine at once. Returns the exit
     code: 1 when the share of failed requests over the suite exceeds the suite's
     ``max_error_rate`` (or ``--max-error-rate``), else 0. ``backend``: an already
     open backend to run every entry on (and leave open), e.g. a test session's engine.
     """
     from evalsuite.models import resolve_model
     from evalsuite.paths import check_name, check_output_dir, claim_dir
-    from evalsuite.results import new_run_id, write_json_atomic
-    from evalsuite.runner import backend_kwargs, load_tasks, open_backend, run_many
-    from evalsuite.summary import error_exit_code, format_summary
+    from evalsuite.pipeline.runner import backend_kwargs, load_tasks, open_backend, run_many
+    from evalsuite.results.store import new_run_id, write_json_atomic
+    from evalsuite.results.summary import error_exit_code, format_summary
 
     suite = read_suite(path, {"model": getattr(args, "model", None), "data_dir": getattr(args, "data_dir", None),
                               "limit": getattr(args, "limit", None), "label": getattr(args, "label", None),

@@ -13,7 +13,7 @@ same differences and compute the same numbers:
   (``SmolLM2-135M-Instruct · dtype=float32``). Run ids stay in the runs table.
 - :func:`task_difference`: the paired difference of one task's scores between a
   baseline and a candidate, with its 95% interval and p-value
-  (:func:`evalsuite.stats.paired_difference`), on the samples both runs scored.
+  (:func:`evalsuite.metrics.stats.paired_difference`), on the samples both runs scored.
 """
 
 from __future__ import annotations
@@ -26,10 +26,10 @@ from dataclasses import dataclass
 from pathlib import PurePath
 from typing import TYPE_CHECKING, Any
 
-from evalsuite.stats import PairedDifference, paired_difference
+from evalsuite.metrics.stats import PairedDifference, paired_difference
 
 if TYPE_CHECKING:
-    from evalsuite.report import RunData
+    from evalsuite.report.build import RunData
 
 ABSENT = object()  # a task field of a run that does not have the task
 GROUPS = ("config", "model", "task", "data", "backend", "provenance", "environment")
@@ -260,7 +260,7 @@ def differing_names(differences: Sequence[Difference], limit: int = 6) -> str:
 
 def given_label(run: RunData) -> str | None:
     """The label a run was given (``--label``, a suite's ``label:``; read by
-    :func:`evalsuite.report.load_run`), or None."""
+    :func:`evalsuite.report.build.load_run`), or None."""
     return run.given_label or None
 
 
@@ -359,7 +359,7 @@ def task_difference(base: RunData, cand: RunData, task: str, scorer: str | None 
                     resamples: int = 10_000, indexes: tuple[Mapping, Mapping] | None = None) -> TaskDifference:
     """The paired difference ``candidate - baseline`` of ``scorer`` (default: the
     baseline's primary metric) on ``task``, with its 95% interval and p-value
-    (:func:`evalsuite.stats.paired_difference`, seed 0)."""
+    (:func:`evalsuite.metrics.stats.paired_difference`, seed 0)."""
     scorer = scorer or primary_scorer(base, task) or ""
     xs, ys, unpaired = paired_scores(base, cand, task, scorer, indexes)
     result = paired_difference(xs, ys, resamples=resamples) if xs else None

@@ -6,14 +6,14 @@ significant change against the first run, the baseline), what differs between
 the runs (config, model, provenance, environment, data; a task whose data or
 version differs is flagged as not comparable) and the headline table: per task,
 the paired difference of the primary metric with its 95% interval and p-value
-(the same computation as ``compare``, :mod:`evalsuite.differences`), and the
+(the same computation as ``compare``, :mod:`evalsuite.report.differences`), and the
 latency and memory changes. With three runs or more it adds a runs x tasks
 matrix (best per task marked) and, when the runs were given in the order they
 ran, a trend plot per task. Then the detailed tables (accuracy per extractor,
 latency percentiles, throughput, memory), figures (accuracy with intervals,
 latency distributions, memory, needle heatmaps, and any PNG a task wrote into
 its run directory), and in HTML the samples whose verdict flipped, prompts and
-outputs side by side. Runs are named by labels (:func:`evalsuite.differences.run_labels`),
+outputs side by side. Runs are named by labels (:func:`evalsuite.report.differences.run_labels`),
 not ids; ``report.html`` is self-contained (images embedded as base64 PNG).
 
 A "run" here is a run directory (``run.json`` + ``samples.jsonl``) or a suite
@@ -35,7 +35,9 @@ from pathlib import Path
 from typing import Any
 
 from evalsuite.config import MAX_LABEL
-from evalsuite.differences import (
+from evalsuite.errors import UsageError
+from evalsuite.metrics.stats import PairedDifference
+from evalsuite.report.differences import (
     Difference,
     TaskDifference,
     describe_value,
@@ -48,8 +50,6 @@ from evalsuite.differences import (
     verdict_index,
     what_differs,
 )
-from evalsuite.errors import UsageError
-from evalsuite.stats import PairedDifference
 
 MISSING = "-"
 ALPHA = 0.05  # significance level of the headline's paired tests
@@ -171,7 +171,7 @@ def load_run(ref: str | Path, results_dir: str | Path = "results") -> RunData:
 
     For a suite, memory figures of member runs are prefixed by the entry id.
     """
-    from evalsuite.results import read_samples
+    from evalsuite.results.store import read_samples
     from evalsuite.schemas import ReportedRun, ReportedSuite
 
     path = resolve_run_dir(ref, results_dir)
@@ -288,7 +288,7 @@ def runs_table(runs: Sequence[RunData], labels: Sequence[str]) -> Table:
 
 
 def differences_table(differences: Sequence[Difference], labels: Sequence[str]) -> Table:
-    """The "what differs" table (:func:`evalsuite.differences.what_differs`): a
+    """The "what differs" table (:func:`evalsuite.report.differences.what_differs`): a
     row per field and a column per run, or, with more than :data:`WIDE_MAX_RUNS`
     runs, a row per run and a column per field. ``compare`` prints the same table."""
     note = ("Every config, model, task, backend, provenance and environment field of run.json that is "
@@ -360,7 +360,7 @@ def headline_rows(runs: Sequence[RunData], labels: Sequence[str], tasks: Sequenc
                   differences: Sequence[Difference], alpha: float = ALPHA) -> list[HeadlineRow]:
     """Each run after the first against the first, per task of the baseline.
 
-    The accuracy figures come from :func:`evalsuite.differences.task_difference`
+    The accuracy figures come from :func:`evalsuite.report.differences.task_difference`
     (the primary metric, paired by sample; McNemar + Newcombe for 0/1 verdicts,
     paired bootstrap otherwise, 10,000 draws, seed 0: the numbers ``compare``
     prints). Latency: the relative change of ``e2e_ms_p95``; memory: of the peak
@@ -736,7 +736,7 @@ def _needle_grid(samples: Sequence[Mapping[str, Any]], scorer: str | None):
 def build_figures(runs: Sequence[RunData], labels: Sequence[str], tasks: Sequence[str]) -> list[FigureItem]:
     """Every report figure that the runs have data for; runs are named by ``labels``
     in captions and on axes, by their ids in file names."""
-    from evalsuite import plots
+    from evalsuite.report import plots
 
     items: list[FigureItem] = []
 
@@ -908,7 +908,7 @@ class Report:
         base64 PNG; every run-provided string escaped)."""
         import jinja2
 
-        env = jinja2.Environment(loader=jinja2.PackageLoader("evalsuite", "templates"), autoescape=True,
+        env = jinja2.Environment(loader=jinja2.PackageLoader("evalsuite.report", "templates"), autoescape=True,
                                  trim_blocks=True, lstrip_blocks=True, undefined=jinja2.StrictUndefined)
         env.filters["b64"] = lambda data: base64.b64encode(data).decode("ascii")
         flips = [(b, o, _flip_html(fl, b, o)) for b, o, fl in self.flips]

@@ -1,7 +1,7 @@
 """How records become JSON: the one encoder of ``run.json`` and ``samples.jsonl``.
 
 A leaf module (it imports only :mod:`evalsuite.types`), so the writer
-(:mod:`evalsuite.results`) and the per-sample guard (:mod:`evalsuite.guard`), which
+(:mod:`evalsuite.results.store`) and the per-sample guard (:mod:`evalsuite.pipeline.guard`), which
 checks that a record can be written, share it without importing each other.
 """
 

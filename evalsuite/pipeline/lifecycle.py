@@ -12,7 +12,7 @@ once. From then on:
   ``128 + signal``); before it exits, the callbacks registered with
   :func:`last_words` run (a run marks its ``run.json`` interrupted: the unwinding
   that would have done so is cut short);
-- a watchdog process (``python -m evalsuite.lifecycle watch PID``) notes the
+- a watchdog process (``python -m evalsuite.pipeline.lifecycle watch PID``) notes the
   descendants of the command every :data:`WATCH_INTERVAL_S` seconds and SIGKILLs
   the ones still alive once the command is gone, however it ended (SIGKILL
   included). It exists for children evalsuite does not start itself: vLLM's
@@ -227,7 +227,7 @@ def start_watchdog() -> subprocess.Popen | None:
         return None
     read_end, write_end = os.pipe()  # not inherited by other children (PEP 446)
     try:
-        proc = subprocess.Popen([sys.executable, "-m", "evalsuite.lifecycle", "watch", str(os.getpid())],
+        proc = subprocess.Popen([sys.executable, "-m", "evalsuite.pipeline.lifecycle", "watch", str(os.getpid())],
                                 stdin=read_end, stdout=subprocess.DEVNULL, start_new_session=True)
     except OSError:  # e.g. an interpreter this user may run but not start again by its path
         os.close(write_end)
@@ -283,7 +283,7 @@ def watch(parent: int, interval_s: float = WATCH_INTERVAL_S) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     if len(args) != 2 or args[0] != "watch" or not args[1].isdigit():
-        print("usage: python -m evalsuite.lifecycle watch PID", file=sys.stderr)
+        print("usage: python -m evalsuite.pipeline.lifecycle watch PID", file=sys.stderr)
         return 2
     return watch(int(args[1]))
 

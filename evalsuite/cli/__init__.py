@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from evalsuite.errors import UsageError, one_line
-from evalsuite.summary import error_exit_code, format_summary
+from evalsuite.results.summary import error_exit_code, format_summary
 
 DEFAULT_LIMIT_HINT = "all samples"
 
@@ -124,11 +124,11 @@ def _command_modules():
     import importlib
     import pkgutil
 
-    import evalsuite.commands as package
+    import evalsuite.cli.commands as package
 
     for info in sorted(pkgutil.iter_modules(package.__path__), key=lambda m: m.name):
         if not info.name.startswith("_"):
-            yield importlib.import_module(f"evalsuite.commands.{info.name}")
+            yield importlib.import_module(f"evalsuite.cli.commands.{info.name}")
 
 
 def config_from_args(args: argparse.Namespace):
@@ -168,7 +168,7 @@ RESUME_COMPATIBLE = frozenset({"resume", "no_cache", "no_progress", "handler", "
 def resume_config_from_args(args: argparse.Namespace):
     """The stored config of ``--resume RUN_DIR``; other flags that change what a run
     does are refused, since the run must finish as it started."""
-    from evalsuite.resume import resume_config
+    from evalsuite.results.resume import resume_config
 
     parser = args.run_parser
     given = [a.option_strings[0] for a in parser._actions
@@ -199,7 +199,7 @@ def cmd_list() -> int:
 
 def cmd_run(args: argparse.Namespace) -> int:
     if args.suite is not None:
-        from evalsuite.suite import run_suite
+        from evalsuite.pipeline.suite import run_suite
 
         if args.tasks or args.resume:
             raise UsageError("--suite names its own tasks; drop --tasks/--resume")
@@ -211,7 +211,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         if not args.suite.is_file():
             raise UsageError(f"suite file not found: {args.suite}")
         return run_suite(args.suite, args)
-    from evalsuite.runner import run
+    from evalsuite.pipeline.runner import run
 
     config = resume_config_from_args(args) if args.resume else config_from_args(args)
     result = run(config, progress=not args.no_progress, announce=lambda line: print(line, file=sys.stderr))
@@ -222,14 +222,14 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """The command line. Run as a command (``argv`` None: ``sys.argv``), the process
-    is guarded (:func:`evalsuite.lifecycle.guard_process`): SIGINT, SIGTERM and
+    is guarded (:func:`evalsuite.pipeline.lifecycle.guard_process`): SIGINT, SIGTERM and
     SIGHUP stop it and every child within seconds, and a watchdog ends its children
     if it is killed outright."""
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
         if argv is None:
-            from evalsuite import lifecycle
+            from evalsuite.pipeline import lifecycle
 
             lifecycle.guard_process()
         return args.handler(args)
@@ -237,7 +237,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"evalsuite: error: {one_line(str(e))}", file=sys.stderr)
         return e.exit_code
     except KeyboardInterrupt as e:
-        from evalsuite import lifecycle
+        from evalsuite.pipeline import lifecycle
 
         print("evalsuite: interrupted; finished samples are in the run's samples.jsonl", file=sys.stderr)
         if argv is None:

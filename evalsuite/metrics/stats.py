@@ -24,7 +24,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from evalsuite.metrics import Z95, wilson_interval
+from evalsuite.metrics.aggregate import Z95, wilson_interval
 
 
 @dataclass(frozen=True)

@@ -5,7 +5,7 @@ an exponential distribution with a fixed seed; ``inf`` sends them all at once), 
 at most ``max_concurrency`` in flight, as in vLLM's ``vllm bench serve``. Prompts come
 from any task or are random token sequences of a given length. Each request is
 streamed, so TTFT, TPOT, ITL and E2E follow the definitions of ``vllm bench serve``
-(see :func:`evalsuite.metrics.latency_summary`); goodput counts the requests per
+(see :func:`evalsuite.metrics.aggregate.latency_summary`); goodput counts the requests per
 second that met every SLO target (DistServe, Zhong et al., 2024).
 """
 
@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from evalsuite.errors import UsageError
-from evalsuite.metrics import latency_summary, throughput, tpot_s
+from evalsuite.metrics.aggregate import latency_summary, throughput, tpot_s
 from evalsuite.types import Generation, GenerationRequest, SamplingParams
 
 SLO_KEYS = ("ttft_ms", "tpot_ms", "e2e_ms")

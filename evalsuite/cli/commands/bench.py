@@ -49,7 +49,7 @@ def _prompts(args) -> list:
     if args.random_input_len is not None:
         from transformers import AutoTokenizer
 
-        from evalsuite.bench import random_prompts
+        from evalsuite.metrics.load import random_prompts
         from evalsuite.models import embedded_model_dir
 
         tokenizer = AutoTokenizer.from_pretrained(args.tokenizer or str(embedded_model_dir()))
@@ -67,8 +67,8 @@ def _prompts(args) -> list:
 
 def handle(args) -> int:
     from evalsuite.backends.openai import OpenAIBackend
-    from evalsuite.bench import build_requests, format_table, parse_slo, run_load, summarize
     from evalsuite.errors import UsageError
+    from evalsuite.metrics.load import build_requests, format_table, parse_slo, run_load, summarize
 
     if not args.request_rate > 0:  # also rejects nan
         raise UsageError(f"--request-rate must be > 0, got {args.request_rate}")

@@ -27,7 +27,7 @@ def add_parser(subparsers) -> None:
 
 
 def cmd_rescore(args: argparse.Namespace) -> int:
-    from evalsuite.summary import format_summary
+    from evalsuite.results.summary import format_summary
 
     metrics, changed = rescore(args.run_dir)
     print(format_summary(metrics))
@@ -43,9 +43,9 @@ def rescore(run_dir: Path) -> tuple[dict[str, Any], int]:
     name a task or sample the task no longer has.
     """
     from evalsuite.models import ModelRef
-    from evalsuite.results import SCHEMA_VERSION, write_json_atomic
-    from evalsuite.resume import config_from_dict, load_run, repair_samples
-    from evalsuite.runner import load_tasks
+    from evalsuite.pipeline.runner import load_tasks
+    from evalsuite.results.resume import config_from_dict, load_run, repair_samples
+    from evalsuite.results.store import SCHEMA_VERSION, write_json_atomic
 
     run_dir = Path(run_dir)
     run = load_run(run_dir)
@@ -85,8 +85,8 @@ def _rescore_task(task: Any, dicts: list[dict[str, Any]], config: Any, old_perf:
     """One task's stored records scored again: ``(metrics, new samples.jsonl lines by
     record key, verdicts changed)``; its artifacts are written again. The stored
     performance figures are kept (nothing was generated)."""
-    from evalsuite.guard import record_and_line
-    from evalsuite.runner import aggregate, build_requests, in_request_order, score
+    from evalsuite.pipeline.guard import record_and_line
+    from evalsuite.pipeline.runner import aggregate, build_requests, in_request_order, score
     from evalsuite.types import GenerationRequest, SamplingParams
 
     ids = {s.id for s in task.samples}
@@ -121,8 +121,8 @@ def _rewrite_samples(samples: Path, stored: list[dict[str, Any]], new_lines: dic
 def stored_generation(d: dict[str, Any]) -> Generation:
     """The :class:`Generation` a ``samples.jsonl`` record was scored from (its error
     is the request's own, without a previous scoring's)."""
-    from evalsuite.guard import request_error
-    from evalsuite.resume import timings_from_dict
+    from evalsuite.pipeline.guard import request_error
+    from evalsuite.results.resume import timings_from_dict
 
     return Generation(
         text=d.get("output", ""), finish_reason=d.get("finish_reason"), prompt_text=d.get("prompt"),

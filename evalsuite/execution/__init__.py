@@ -1,0 +1,1 @@
+"""Running untrusted code: the bubblewrap sandbox and its pool of killable workers."""

@@ -1,0 +1,1 @@
+"""Measurements: accuracy with its uncertainty, paired tests, latency, memory, load mode."""

@@ -1,0 +1,2 @@
+"""Reading finished runs: comparison reports, the regression gate, what differs between runs,
+figures."""
