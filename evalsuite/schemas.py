@@ -35,6 +35,12 @@ NonNegativeFloat = Annotated[float, Field(ge=0)]
 PositiveFloat = Annotated[float, Field(gt=0)]
 Fraction01 = Annotated[float, Field(ge=0, le=1)]
 OpenFraction01 = Annotated[float, Field(gt=0, le=1)]
+# A token count read from outside (a server's usage, a samples line, a cache entry): counts
+# are summed and divided as floats, so one beyond a float's exact range (2**53) is refused.
+MAX_TOKEN_COUNT = 2**53
+TokenCount = Annotated[int, Field(ge=0, le=MAX_TOKEN_COUNT)]
+FiniteFloat = Annotated[float, Field(allow_inf_nan=False)]
+Seconds = Annotated[float, Field(ge=0, allow_inf_nan=False)]
 
 
 class _ConfigFile(BaseModel):
@@ -166,9 +172,9 @@ class RunFile(_TypesOnly):
 
 
 class TimingsLine(_TypesOnly):
-    e2e_s: float | None = None
-    ttft_s: float | None = None
-    itl_s: list[float] | None = None
+    e2e_s: Seconds | None = None
+    ttft_s: Seconds | None = None
+    itl_s: list[Seconds] | None = None
 
 
 class SampleLine(_TypesOnly):
@@ -181,15 +187,68 @@ class SampleLine(_TypesOnly):
     output: str = ""
     target: Any = None
     answers: dict[str, Any] = Field(default_factory=dict)
-    verdicts: dict[str, float] = Field(default_factory=dict)
+    verdicts: dict[str, Fraction01] = Field(default_factory=dict)  # a score is in [0, 1] (evalsuite.pipeline.guard)
     details: dict[str, str | None] = Field(default_factory=dict)
     second_opinions: dict[str, dict[str, Any]] = Field(default_factory=dict)
-    prompt_tokens: int | None = None
-    output_tokens: int | None = None
+    prompt_tokens: TokenCount | None = None
+    output_tokens: TokenCount | None = None
     finish_reason: str | None = None
     timings: TimingsLine | None = None
     error: str | None = None
     metadata: dict[str, Any] = Field(default_factory=dict)
+
+
+class ScoreSummary(_TypesOnly):
+    """One scorer's figures in a task's metrics block of ``run.json`` (what reports print and plot)."""
+
+    value: FiniteFloat | None = None
+    stderr: FiniteFloat | None = None
+    ci95: Annotated[list[FiniteFloat], Field(min_length=2, max_length=2)] | None = None
+    n: NonNegativeInt | None = None
+    extraction_failure_rate: FiniteFloat | None = None
+
+
+# Figures a report tabulates and plots: numbers are finite; other values are left to the reader.
+Figures = dict[str, FiniteFloat | str | list[Any] | dict[str, Any] | None]
+
+
+class TaskMetrics(_TypesOnly):
+    """A task's metrics block of ``run.json``: the parts reports and comparisons read."""
+
+    primary: str | None = None
+    scores: dict[str, ScoreSummary] | None = None
+    performance: dict[str, FiniteFloat | dict[str, Any] | None] | None = None
+    memory: Figures | None = None
+
+
+class _Section(_TypesOnly):
+    """A ``run.json`` section whose listed keys hold mappings (compared field by field)."""
+
+    engine: dict[str, Any] | None = None  # config, backend
+    versions: dict[str, Any] | None = None  # provenance
+    host: dict[str, Any] | None = None  # provenance
+    data_files: dict[str, Any] | None = None  # a task's
+
+
+class ReportedRun(_TypesOnly):
+    """``run.json`` as ``evalsuite report`` and ``compare`` read it."""
+
+    status: str | None = None
+    started_at: FiniteFloat | None = None
+    config: RunSettings | None = None
+    model: dict[str, Any] | None = None
+    backend: _Section | None = None
+    tasks: dict[str, _Section | None] | None = None
+    provenance: _Section | None = None
+    memory: Figures | None = None
+    metrics: dict[str, TaskMetrics] | None = None
+
+
+class ReportedSuite(_TypesOnly):
+    """``suite.json`` as ``evalsuite report`` and ``compare`` read it."""
+
+    label: str | None = None
+    runs: list[str] = Field(default_factory=list)
 
 
 class CachedGeneration(_TypesOnly):
@@ -198,8 +257,8 @@ class CachedGeneration(_TypesOnly):
     text: str
     finish_reason: str | None = None
     prompt_text: str | None = None
-    prompt_tokens: int | None = None
-    output_tokens: int | None = None
+    prompt_tokens: TokenCount | None = None
+    output_tokens: TokenCount | None = None
     timings: TimingsLine | None = None
 
 
@@ -264,8 +323,8 @@ class StreamChoice(_Reply):
 
 
 class Usage(_Reply):
-    prompt_tokens: NonNegativeInt | None = None
-    completion_tokens: NonNegativeInt | None = None
+    prompt_tokens: TokenCount | None = None
+    completion_tokens: TokenCount | None = None
 
 
 class StreamEvent(_Reply):

@@ -17,6 +17,12 @@ the prompt text (the user messages joined, or the plain prompt):
 - ``--event MARKER DATA``: send ``data: DATA`` (raw, e.g. ``[1,2,3]``) as the
   first event of the stream, then the normal reply.
 
+- ``--raw MARKER FILE``: write the bytes of FILE as the whole HTTP response (status
+  line, headers, body: a 429 with an absurd ``Retry-After``, HTML, invalid UTF-8,
+  an event cut in half), then close the connection;
+- ``--forever MARKER``: stream words without end (until the client goes away);
+- ``--stall MARKER``: stream one word, then send nothing more for an hour.
+
 ``--replies FILE`` scripts the answers instead: a JSON list of ``[marker, reply]``;
 a prompt containing a marker gets that reply (the first marker found), others get
 :func:`reply_for`. ``--models-json JSON`` replaces the body of ``GET /v1/models``
@@ -83,6 +89,12 @@ def make_handler(args: argparse.Namespace, stats: dict, lock: threading.Lock):
                 stats["attempts"][text] = stats["attempts"].get(text, 0) + 1
             if any(m in text for m in args.fail):
                 return self._json(500, {"error": {"message": "injected failure"}})
+            raw = next((f for m, f in args.raw if m in text), None)
+            if raw is not None:
+                self.close_connection = True
+                return self._write_raw(Path(raw).read_bytes())
+            if any(m in text for m in args.forever + args.stall):
+                return self._endless(chat, stall=any(m in text for m in args.stall))
             if any(m in text for m in args.slow):
                 time.sleep(args.slow_seconds)
             replies = [Path(f).read_text(encoding="utf-8") for m, f in args.reply if m in text]
@@ -114,6 +126,31 @@ def make_handler(args: argparse.Namespace, stats: dict, lock: threading.Lock):
             with lock:
                 stats["served"] += 1
 
+        def _write_raw(self, data: bytes) -> None:
+            try:
+                self.wfile.write(data)
+                self.wfile.flush()
+            except (BrokenPipeError, ConnectionResetError):
+                pass
+
+        def _endless(self, chat: bool, stall: bool) -> None:
+            """Words without end, or one word and then silence, until the client goes away."""
+            piece = " word" if stall else " " + "w" * 65535  # as fast as the connection takes it
+            choice = {"index": 0, "delta": {"content": piece}} if chat else {"index": 0, "text": piece}
+            try:
+                self.send_response(200)
+                self.send_header("Content-Type", "text/event-stream")
+                self.end_headers()
+                self._event({"choices": [{**choice, "finish_reason": None}]})
+                deadline = time.monotonic() + 3600
+                while time.monotonic() < deadline:
+                    if stall:
+                        time.sleep(0.5)
+                    else:
+                        self._event({"choices": [{**choice, "finish_reason": None}]})
+            except (BrokenPipeError, ConnectionResetError):
+                return
+
         def _event(self, payload: dict) -> None:
             self.wfile.write(b"data: " + json.dumps(payload).encode() + b"\n\n")
             self.wfile.flush()
@@ -131,6 +168,9 @@ def main(argv=None) -> int:
     parser.add_argument("--word-delay", type=float, default=0.0)
     parser.add_argument("--reply", nargs=2, action="append", default=[], metavar=("MARKER", "FILE"))
     parser.add_argument("--event", nargs=2, action="append", default=[], metavar=("MARKER", "DATA"))
+    parser.add_argument("--raw", nargs=2, action="append", default=[], metavar=("MARKER", "FILE"))
+    parser.add_argument("--forever", action="append", default=[])
+    parser.add_argument("--stall", action="append", default=[])
     parser.add_argument("--models-json", default=None)
     parser.add_argument("--replies", default=None, help="JSON file: a list of [marker, reply]")
     args = parser.parse_args(argv)

@@ -29,6 +29,7 @@ import asyncio
 import itertools
 import json
 import os
+import re
 import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -42,6 +43,10 @@ from evalsuite.types import Generation, GenerationRequest, Timings
 
 DEFAULT_BASE_URL = "http://127.0.0.1:8000/v1"
 _RETRY_STATUS = frozenset({429, 500, 502, 503, 504}) | frozenset(range(505, 600))
+# The most characters read from one response: a model's answer (bounded by max_tokens) is far
+# smaller; a server that ignores max_tokens, or streams without end, must not fill memory.
+MAX_RESPONSE_CHARS = 64 * 2**20
+_LINE_END = re.compile(r"\r\n|\r|\n")
 
 
 class _Retryable(Exception):
@@ -59,11 +64,19 @@ class _Fatal(Exception):
 def normalize_base_url(url: str) -> str:
     """``http://host:8000`` and ``http://host:8000/v1/`` both become ``http://host:8000/v1``.
 
-    Raises UsageError for a URL without ``http://`` or ``https://``.
+    Raises UsageError for a URL without ``http://`` or ``https://``, or one httpx
+    cannot send to (no host, a bad port, control characters).
     """
+    import httpx
+
     url = url.strip().rstrip("/")
     if not url.startswith(("http://", "https://")):
         raise UsageError(f"--base-url must start with http:// or https://, got {url!r}")
+    try:
+        if not httpx.URL(url).host:
+            raise httpx.InvalidURL("no host")
+    except httpx.InvalidURL as e:
+        raise UsageError(f"--base-url is not a valid URL ({e}), got {url!r}") from None
     host_and_path = url.split("://", 1)[1]
     return url if "/" in host_and_path else f"{url}/v1"
 
@@ -260,8 +273,7 @@ class OpenAIBackend:
         extra_body: Mapping[str, Any] | None = None,
     ) -> None:
         self.extra_body = dict(extra_body or {})
-        urls = tuple(base_urls or (os.environ.get("OPENAI_BASE_URL") or DEFAULT_BASE_URL,))
-        self.base_urls = tuple(dict.fromkeys(normalize_base_url(u) for u in urls))
+        self.base_urls = _base_urls(base_urls)
         self.max_concurrency = 16 if max_concurrency is None else max_concurrency
         self.request_timeout = 600.0 if request_timeout is None else request_timeout
         self.max_retries = 5 if max_retries is None else max_retries
@@ -281,6 +293,11 @@ class OpenAIBackend:
         missing = [u for u, models in self.served.items() if self.model not in models]
         if missing:
             raise UsageError(f"replica(s) {', '.join(missing)} do not serve {self.model!r}")
+
+    @staticmethod
+    def check_settings(settings: Mapping[str, Any]) -> None:
+        """UsageError for a base URL that cannot be sent to, before anything is written."""
+        _base_urls(settings.get("base_urls"))
 
     def _served_models(self) -> dict[str, list[str]]:
         """Model ids per replica that answered ``GET /models``; UsageError if none did."""
@@ -441,12 +458,12 @@ class OpenAIBackend:
         done = False
         async with client.stream("POST", url, json=body) as response:
             if response.status_code != 200:
-                detail = (await response.aread()).decode(errors="replace")[:300]
+                detail = await _body_start(response, 300)
                 reason = f"HTTP {response.status_code}: {detail}"
                 if response.status_code in _RETRY_STATUS:
                     raise _Retryable(reason, _retry_after(response.headers.get("retry-after")))
                 raise _Fatal(reason)
-            async for line in response.aiter_lines():
+            async for line in capped_lines(response.aiter_text(), MAX_RESPONSE_CHARS):
                 if line.strip() == "data: [DONE]":
                     done = True
                     break
@@ -499,6 +516,36 @@ class OpenAIBackend:
         """Nothing to release: each ``generate`` call opens and closes its own client."""
 
 
+async def capped_lines(chunks, limit: int):
+    """The lines of a text stream (``\\n``, ``\\r\\n`` or ``\\r`` ends one, as in server-sent
+    events), from ``chunks`` of text; raises :class:`_Fatal` once more than ``limit``
+    characters have come, however they are split into lines (a line without end too)."""
+    received, start = 0, []
+    async for text in chunks:
+        received += len(text)
+        if received > limit:
+            raise _Fatal(f"the response went past {limit} characters (does the server ignore max_tokens?)")
+        *lines, rest = _LINE_END.split(text)
+        if lines:
+            yield "".join(start) + lines[0]
+            for line in lines[1:]:
+                yield line
+            start = []
+        start.append(rest)
+    if any(start):
+        yield "".join(start)
+
+
+async def _body_start(response, limit: int) -> str:
+    """The first ``limit`` characters of a (failed) response's body, read no further."""
+    head = ""
+    async for text in response.aiter_text():
+        head += text
+        if len(head) >= limit:
+            break
+    return head[:limit]
+
+
 def _shown_json(value: Any) -> str:
     try:
         return json.dumps(value)[:300]
@@ -522,6 +569,12 @@ def _retry_after(value: str | None) -> float | None:
         return float(value) if value is not None else None
     except ValueError:  # an HTTP date; rare from model servers
         return None
+
+
+def _base_urls(given: Sequence[str] | None) -> tuple[str, ...]:
+    """The normalized, distinct endpoints (default ``$OPENAI_BASE_URL`` or :data:`DEFAULT_BASE_URL`)."""
+    urls = tuple(given or (os.environ.get("OPENAI_BASE_URL") or DEFAULT_BASE_URL,))
+    return tuple(dict.fromkeys(normalize_base_url(u) for u in urls))
 
 
 def _is_embedded_default(model: str) -> bool:

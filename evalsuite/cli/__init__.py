@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from evalsuite.errors import UsageError
+from evalsuite.errors import UsageError, one_line
 from evalsuite.results.summary import error_exit_code, format_summary
 
 DEFAULT_LIMIT_HINT = "all samples"
@@ -43,7 +43,7 @@ class _Parser(argparse.ArgumentParser):
     usage error of evalsuite."""
 
     def error(self, message: str):  # type: ignore[override]
-        self.exit(2, f"evalsuite: error: {message} (see `{self.prog} --help`)\n")
+        self.exit(2, f"evalsuite: error: {one_line(message)} (see `{self.prog} --help`)\n")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -234,7 +234,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             lifecycle.guard_process()
         return args.handler(args)
     except UsageError as e:
-        print(f"evalsuite: error: {e}", file=sys.stderr)
+        print(f"evalsuite: error: {one_line(str(e))}", file=sys.stderr)
         return e.exit_code
     except KeyboardInterrupt as e:
         from evalsuite.pipeline import lifecycle

@@ -9,7 +9,9 @@ once. From then on:
   shut down. A timer bounds that unwinding: after :data:`STOP_DEADLINE_S`
   seconds every descendant is SIGKILLed and the process exits;
 - a second signal SIGKILLs every descendant and exits at once (exit code
-  ``128 + signal``);
+  ``128 + signal``); before it exits, the callbacks registered with
+  :func:`last_words` run (a run marks its ``run.json`` interrupted: the unwinding
+  that would have done so is cut short);
 - a watchdog process (``python -m evalsuite.pipeline.lifecycle watch PID``) notes the
   descendants of the command every :data:`WATCH_INTERVAL_S` seconds and SIGKILLs
   the ones still alive once the command is gone, however it ended (SIGKILL
@@ -36,7 +38,8 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 STOP_DEADLINE_S = 8.0  # first signal -> everything gone; the issue asks for 10 s in all
@@ -139,7 +142,7 @@ def stop_children(grace_s: float = 1.0) -> list[int]:
     return kill_processes(descendants(exclude=watchdog_pids()), grace_s)
 
 
-_state: dict = {"signals": 0, "watchdog": None, "timer": None}
+_state: dict = {"signals": 0, "watchdog": None, "timer": None, "last_words": []}
 
 
 def stopping() -> bool:
@@ -153,10 +156,28 @@ def watchdog_pids() -> list[int]:
     return [w.pid] if w is not None else []
 
 
-def _hard_stop(code: int) -> None:
-    """SIGKILLs every descendant and exits without unwinding (no more waiting)."""
+@contextmanager
+def last_words(callback: Callable[[str], None]) -> Iterator[None]:
+    """While inside, a hard stop (a second signal, or an unwinding past the deadline)
+    calls ``callback(why)`` before the process exits, ``why`` saying what stopped it.
+    Keep it short (a small file written); whatever it raises is ignored."""
+    _state["last_words"].append(callback)
+    try:
+        yield
+    finally:
+        _state["last_words"].remove(callback)
+
+
+def _hard_stop(code: int, why: str = "stopped") -> None:
+    """SIGKILLs every descendant, calls the :func:`last_words` callbacks and exits
+    without unwinding (no more waiting)."""
     try:
         kill_processes(descendants(exclude=watchdog_pids()))
+        for callback in list(_state["last_words"]):
+            try:
+                callback(why)
+            except BaseException:  # noqa: BLE001, S110 -- the process is ending; nothing can be done
+                pass
     finally:
         try:
             sys.stderr.write("evalsuite: stopped\n")
@@ -177,10 +198,12 @@ def _quiet_unwinding() -> None:
 
 def _on_signal(signum: int, frame) -> None:
     _state["signals"] += 1
+    name = signal.Signals(signum).name
     if _state["signals"] > 1:
-        _hard_stop(128 + signum)
+        _hard_stop(128 + signum, f"stopped at once by a second stop signal ({name})")
     _quiet_unwinding()
-    timer = threading.Timer(STOP_DEADLINE_S, _hard_stop, args=(128 + signum,))
+    timer = threading.Timer(STOP_DEADLINE_S, _hard_stop,
+                            args=(128 + signum, f"{name}: stopping took longer than {STOP_DEADLINE_S:g} s"))
     timer.daemon = True
     timer.start()
     _state["timer"] = timer

@@ -27,7 +27,6 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from evalsuite import guard, lifecycle
 from evalsuite.backends.queue import stream
 from evalsuite.config import RunConfig
 from evalsuite.errors import UsageError
@@ -35,6 +34,7 @@ from evalsuite.metrics.aggregate import accuracy, latency_summary, throughput
 from evalsuite.metrics.memory import MemoryMonitor, estimate_for_model
 from evalsuite.models import ModelRef, model_fingerprint, resolve_model
 from evalsuite.paths import check_output_dir
+from evalsuite.pipeline import guard, lifecycle
 from evalsuite.pipeline.stages import BatchingWorker
 from evalsuite.provenance import git_revision, host_description, library_versions
 from evalsuite.registry import backends
@@ -124,7 +124,8 @@ def backend_kwargs(config: RunConfig) -> dict[str, Any]:
 
     Engine settings a backend does not take are left out; a backend-specific flag
     given to a backend that does not take it (``--base-url`` with ``vllm``) raises
-    UsageError, as does an unknown backend name.
+    UsageError, as does an unknown backend name, or a value the backend's
+    ``check_settings(kwargs)`` (where it has one) refuses.
     """
     import inspect
 
@@ -140,7 +141,11 @@ def backend_kwargs(config: RunConfig) -> dict[str, Any]:
         if key not in accepted:
             flag = "--" + key.replace("_", "-").replace("base-urls", "base-url")
             raise UsageError(f"{flag} does not apply to the {config.backend} backend")
-    return {k: v for k, v in {**common, **config.backend_args}.items() if k in accepted}
+    kwargs = {k: v for k, v in {**common, **config.backend_args}.items() if k in accepted}
+    check = getattr(factory, "check_settings", None)  # a backend's own checks that need no engine
+    if check is not None:
+        check(kwargs)
+    return kwargs
 
 
 def check_constrained_decoding(config: RunConfig, tasks: Sequence[Task]) -> None:
@@ -598,38 +603,47 @@ def run_many(configs: Sequence[RunConfig], progress: bool = True, announce=None,
     prepared: list[RunState | RunResult] = []
     states: list[RunState] = []
     results: dict[int, RunResult] = {}
+    hard_stop = lambda why: mark_unfinished([p for p in prepared if isinstance(p, RunState)], results,
+                                            {"status": "interrupted", "error": why})
     try:
-        try:
-            for config in configs:
-                prepared.append(prepare(config, announce, backend))
-                states = [p for p in prepared if isinstance(p, RunState)]
-            generate_and_score(states, progress)
-            for state in states:  # the runs with nothing left to generate finish here
-                results[id(state)] = state.result or finish(state)
-        except BaseException as e:
-            # Written before the engine is shut down, so a stop that runs out of time
-            # still leaves the run's status on disk.
-            for state in states:
-                if id(state) not in results and state.result is None:  # a finished run stays complete
-                    state.record_replica_failures()
-                    state.write_status(**ending_status(e), finished_at=time.time(), metrics=state.metrics)
-            if lifecycle.stopping():
-                # A stop signal: end the children now. vLLM's own shutdown sends SIGTERM,
-                # which its engine core and workers ignore, and waits 5 s before SIGKILL.
-                lifecycle.stop_children(grace_s=1.0)
-            raise
-        finally:
-            for state in states:
-                state.stop_monitor()
-            if backend is None:
-                for inner in {id(s.cached.inner): s.cached.inner for s in states if s.cached.opened}.values():
-                    inner.close()
-            for state in states:
-                state.cached.close()
+        with lifecycle.last_words(hard_stop):
+            try:
+                for config in configs:
+                    prepared.append(prepare(config, announce, backend))
+                    states = [p for p in prepared if isinstance(p, RunState)]
+                generate_and_score(states, progress)
+                for state in states:  # the runs with nothing left to generate finish here
+                    results[id(state)] = state.result or finish(state)
+            except BaseException as e:
+                # Written before the engine is shut down, so a stop that runs out of time
+                # still leaves the run's status on disk.
+                mark_unfinished(states, results, ending_status(e))
+                if lifecycle.stopping():
+                    # A stop signal: end the children now. vLLM's own shutdown sends SIGTERM,
+                    # which its engine core and workers ignore, and waits 5 s before SIGKILL.
+                    lifecycle.stop_children(grace_s=1.0)
+                raise
+            finally:
+                for state in states:
+                    state.stop_monitor()
+                if backend is None:
+                    for inner in {id(s.cached.inner): s.cached.inner for s in states if s.cached.opened}.values():
+                        inner.close()
+                for state in states:
+                    state.cached.close()
     finally:
         for state in states:
             state.writer.close()
     return [results[id(p)] if isinstance(p, RunState) else p for p in prepared]
+
+
+def mark_unfinished(states: Sequence[RunState], results: dict[int, RunResult], status: dict[str, Any]) -> None:
+    """Writes ``status`` (:func:`ending_status`) into the ``run.json`` of every run of
+    ``states`` that did not finish (a finished run stays complete)."""
+    for state in states:
+        if id(state) not in results and state.result is None:
+            state.record_replica_failures()
+            state.write_status(**status, finished_at=time.time(), metrics=state.metrics)
 
 
 def run(config: RunConfig, progress: bool = True, announce=None, backend=None) -> RunResult:

@@ -55,6 +55,7 @@ from typing import Any
 
 from evalsuite.config import EngineConfig, RunConfig
 from evalsuite.errors import UsageError
+from evalsuite.pipeline import lifecycle
 
 SUITE_FILE = "suite.json"
 
@@ -286,7 +287,7 @@ def run_suite(path: str | Path, args: Any, backend: Any = None) -> int:
     """
     from evalsuite.models import resolve_model
     from evalsuite.paths import claim_dir
-    from evalsuite.pipeline.runner import load_tasks
+    from evalsuite.pipeline.runner import backend_kwargs, load_tasks
     from evalsuite.results.store import write_json_atomic
     from evalsuite.results.summary import error_exit_code, format_summary
 
@@ -300,6 +301,7 @@ def run_suite(path: str | Path, args: Any, backend: Any = None) -> int:
     configs = [replace(c, output_dir=suite_dir, cache=cache) for c in suite.configs]
     for config in configs:  # every entry's data and arguments are checked before any engine starts
         load_tasks(config, resolve_model(config.model, config.backend))
+        backend_kwargs(config)
     claim_dir(suite_dir, "suite directory")
     text = suite.path.read_bytes()
     header = {"schema_version": 1, "suite": suite.name, "label": suite.label, "description": suite.description,
@@ -307,8 +309,11 @@ def run_suite(path: str | Path, args: Any, backend: Any = None) -> int:
               "runs": [c.run_id for c in configs], "skipped": list(suite.skipped), "started_at": time.time()}
     write_json_atomic(suite_dir / SUITE_FILE, {**header, "status": "running"})
 
+    stopped = lambda why: write_json_atomic(suite_dir / SUITE_FILE, {**header, "status": "interrupted",
+                                                                  "error": why, "finished_at": time.time()})
     try:
-        metrics, memories = _run_groups(configs, backend, progress=not getattr(args, "no_progress", False))
+        with lifecycle.last_words(stopped):  # a hard stop cuts the except clause below short
+            metrics, memories = _run_groups(configs, backend, progress=not getattr(args, "no_progress", False))
     except BaseException as e:
         status = "interrupted" if isinstance(e, KeyboardInterrupt) else "failed"
         write_json_atomic(suite_dir / SUITE_FILE, {**header, "status": status, "finished_at": time.time()})

@@ -140,11 +140,8 @@ def memory_figures(run_json: Mapping[str, Any]) -> dict[str, float]:
     return out
 
 
-def _read_json(path: Path) -> dict[str, Any]:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as err:
-        raise UsageError(f"cannot read {path}: {err}") from None
+READ_RUN_WHAT = "report and compare take run or suite directories"
+READ_FIX = "not a file evalsuite wrote; give another run"
 
 
 def resolve_run_dir(ref: str | Path, results_dir: str | Path = "results") -> Path:
@@ -164,12 +161,13 @@ def load_run(ref: str | Path, results_dir: str | Path = "results") -> RunData:
 
     For a suite, memory figures of member runs are prefixed by the entry id.
     """
-    from evalsuite.results.store import read_run, read_samples
+    from evalsuite.results.store import read_json_file, read_run, read_samples
+    from evalsuite.schemas import ReportedRun, ReportedSuite
 
     path = resolve_run_dir(ref, results_dir)
     suite: dict[str, Any] = {}
     if (path / "suite.json").is_file():
-        suite = _read_json(path / "suite.json")
+        suite = read_json_file(path / "suite.json", ReportedSuite, READ_FIX)
         members = [path / run_id for run_id in suite.get("runs", []) if (path / run_id / "run.json").is_file()]
         if not members:
             raise UsageError(f"suite directory {path} has no finished member run")
@@ -182,7 +180,7 @@ def load_run(ref: str | Path, results_dir: str | Path = "results") -> RunData:
     artifacts: list[Path] = []
     task_keys: list[dict[str, str]] = []
     for member in members:
-        run_json = read_run(member, "report and compare take run or suite directories")
+        run_json = read_run(member, READ_RUN_WHAT, READ_FIX, ReportedRun)
         run_id = member.name
         renames = {}
         for task, m in (run_json.get("metrics") or {}).items():

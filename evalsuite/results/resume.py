@@ -19,7 +19,6 @@ they want to.
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 from collections.abc import Mapping
@@ -27,8 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from evalsuite.config import EngineConfig, RunConfig
-from evalsuite.results.store import RunWriter
-from evalsuite.schemas import SampleLine
+from evalsuite.results.store import RunWriter, parse_record
 from evalsuite.types import SampleRecord, Score, Timings
 
 KILL_ENV = "EVALSUITE_TEST_KILL_AT"
@@ -94,7 +92,7 @@ def repair_samples(run_dir: Path) -> list[dict[str, Any]]:
     """The complete, distinct records of ``samples.jsonl``, repairing the file.
 
     A line counts only if it ends in a newline and parses as a record
-    (:class:`evalsuite.schemas.SampleLine`; a kill during a write leaves a torn
+    (:func:`evalsuite.results.store.parse_record`; a kill during a write leaves a torn
     last line); a line that does not is dropped, and its sample generated again.
     Of records sharing ``(task, sample_id, repeat)`` the first is kept. When anything was dropped the file is
     rewritten (temporary file, then rename), so appends continue on a clean file.
@@ -110,12 +108,10 @@ def repair_samples(run_dir: Path) -> list[dict[str, Any]]:
     lines = raw.split(b"\n")
     # The piece after the last newline is empty for a clean file, a torn line otherwise.
     for line in lines[:-1]:
-        try:
-            record = json.loads(line)
-            SampleLine.model_validate(record)
-            key = record_key(record)
-        except (ValueError, KeyError, TypeError, RecursionError):  # ValidationError is a ValueError
+        record = parse_record(line)
+        if record is None:
             continue
+        key = record_key(record)
         if key in seen:
             continue
         seen.add(key)

@@ -12,6 +12,7 @@ import json
 import os
 import re
 import secrets
+import threading
 import time
 from collections.abc import Iterable
 from pathlib import Path
@@ -30,7 +31,10 @@ def new_run_id(model_name: str) -> str:
 
 
 def write_json_atomic(path: Path, data: dict[str, Any]) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
+    """Writes ``data`` to a temporary file and renames it to ``path``. The temporary
+    file is the thread's own: a stop's last words (:func:`evalsuite.pipeline.lifecycle.last_words`,
+    on a timer thread) never write into the file another thread is writing."""
+    tmp = path.with_name(f".{path.name}.{threading.get_ident()}.tmp")
     tmp.write_text(json.dumps(data, indent=2, default=_json_default, ensure_ascii=False) + "\n")
     os.replace(tmp, path)
 
@@ -85,42 +89,74 @@ def sample_order(record: dict[str, Any]) -> tuple[Any, ...]:
 
 def read_samples(run_dir: Path, ordered: bool = False) -> list[dict[str, Any]]:
     """Every complete record of a run's ``samples.jsonl`` (a torn last line from a
-    killed run is skipped), in completion order (the order they were scored and
+    killed run, and any other line that is not a record, :func:`parse_record`, is
+    skipped), in completion order (the order they were scored and
     written), or with ``ordered`` in :func:`sample_order`."""
     records = []
-    with open(Path(run_dir) / "samples.jsonl", encoding="utf-8") as f:
+    with open(Path(run_dir) / "samples.jsonl", "rb") as f:
         for line in f:
-            try:
-                records.append(json.loads(line))
-            except json.JSONDecodeError:
-                continue
+            record = parse_record(line)
+            if record is not None:
+                records.append(record)
     return sorted(records, key=sample_order) if ordered else records
 
 
-def read_run(run_dir: Path, what: str = "give a run directory",
-             fix: str = "not a run.json that evalsuite wrote") -> dict[str, Any]:
-    """``run.json`` of a run directory, checked against :class:`evalsuite.schemas.RunFile`.
+def read_json_file(path: Path, schema: type, fix: str) -> dict[str, Any]:
+    """A JSON object file (``run.json``, ``suite.json``) checked against ``schema`` (a
+    model of :mod:`evalsuite.schemas`).
+
+    Raises FileNotFoundError for a missing file, and UsageError naming the file for
+    one that cannot be read, is not JSON (or is nested too deeply), is not an object
+    or breaks ``schema`` (``fix``: what to do about it).
+    """
+    from evalsuite.schemas import check, require_mapping
+
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise
+    except (OSError, ValueError, RecursionError) as e:  # JSON and UTF-8 errors are ValueErrors
+        raise UsageError(f"cannot read {path}: {' '.join(str(e).split())[:200]} ({fix})") from None
+    check(schema, require_mapping(data, str(path), path.name, fix), str(path), fix)
+    return data
+
+
+def read_run(run_dir: Path, what: str = "give a run directory", fix: str = "not a run.json that evalsuite wrote",
+             schema: type | None = None) -> dict[str, Any]:
+    """``run.json`` of a run directory, checked against ``schema``
+    (:class:`evalsuite.schemas.RunFile`, what resuming needs, unless given: reports
+    read with :class:`evalsuite.schemas.ReportedRun`).
 
     Raises UsageError naming the file for a missing directory or file (``what``: the
     argument that takes a run directory), unreadable JSON, values of the wrong type
     (``fix``: what to do about it), or a ``schema_version`` newer than
     :data:`SCHEMA_VERSION`.
     """
-    from evalsuite.schemas import RunFile, check, require_mapping
+    from evalsuite.schemas import RunFile
 
     path = Path(run_dir) / "run.json"
     if not Path(run_dir).is_dir():
         raise UsageError(f"run directory does not exist: {run_dir} ({what})")
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        data = read_json_file(path, schema or RunFile, fix)
     except FileNotFoundError:
         raise UsageError(f"{run_dir} has no run.json (not an evalsuite run directory; {what})") from None
-    except (OSError, ValueError, RecursionError) as e:
-        raise UsageError(f"cannot read {path}: {' '.join(str(e).split())[:200]} ({fix})") from None
-    require_mapping(data, str(path), "run.json", fix)
-    check(RunFile, data, str(path), fix)
     version = data.get("schema_version", 1)
     if not isinstance(version, int) or version > SCHEMA_VERSION:
         raise UsageError(f"{path}: schema_version {version!r} is newer than this evalsuite reads "
                          f"({SCHEMA_VERSION}); upgrade evalsuite")
     return data
+
+
+def parse_record(line: bytes | str) -> dict[str, Any] | None:
+    """One ``samples.jsonl`` line as a record, or None when it is not one: not JSON
+    (a torn line, garbage), nested too deeply, or not following
+    :class:`evalsuite.schemas.SampleLine` (a verdict outside [0, 1], a NaN timing ...)."""
+    from evalsuite.schemas import SampleLine
+
+    try:
+        record = json.loads(line)
+        SampleLine.model_validate(record)
+    except (ValueError, TypeError, RecursionError):  # ValidationError and UnicodeDecodeError are ValueErrors
+        return None
+    return record
