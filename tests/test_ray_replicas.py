@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+import select
 import signal
 import socket
 import subprocess
@@ -206,7 +207,8 @@ def test_an_address_where_no_cluster_answers_is_one_line(tmp_path, gsm8k_data_di
 
 
 DRIVER = """
-import json, os, sys, time
+import faulthandler, json, os, signal, sys, time
+faulthandler.register(signal.SIGUSR1, all_threads=True)  # the test asks for the stacks of a driver that hangs
 sys.path.insert(0, {tests!r})
 from ray import cloudpickle
 import test_ray_replicas as t
@@ -224,17 +226,25 @@ def test_ctrl_c_in_the_driver_releases_its_actors_and_groups(ray_cluster, tmp_pa
 
     script = tmp_path / "driver.py"
     script.write_text(DRIVER.format(tests=str(Path(__file__).parent), address=ray_cluster))
-    driver = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                              text=True)
+    errors = tmp_path / "stderr.txt"  # a file, not a pipe: a driver that writes much cannot block on it
+    with errors.open("w") as stderr:
+        driver = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, stderr=stderr, text=True)
     try:
+        ready, _, _ = select.select([driver.stdout], [], [], 300)  # placement and two actors
+        assert ready, f"the driver started no replicas within 300 s:\n{errors.read_text()[-6000:]}"
         created = json.loads(driver.stdout.readline())
         time.sleep(2)  # mid-call
         driver.send_signal(signal.SIGINT)
-        driver.wait(timeout=120)
+        try:
+            driver.wait(timeout=120)
+        except subprocess.TimeoutExpired:
+            driver.send_signal(signal.SIGUSR1)  # its stacks go to stderr.txt, shown by the failure below
+            time.sleep(2)
+            pytest.fail(f"the driver did not exit within 120 s of Ctrl-C:\n{errors.read_text()[-6000:]}")
     finally:
         if driver.poll() is None:
             driver.kill()
-    assert "KeyboardInterrupt" in driver.stderr.read()
+    assert "KeyboardInterrupt" in errors.read_text()
     table = ray.util.placement_group_table()
     assert all(table[g]["state"] == "REMOVED" for g in created["groups"])
     assert all(_gone(pid) for pid in created["pids"])

@@ -44,6 +44,7 @@ from evalsuite.backends.pool import (
 from evalsuite.types import Generation, GenerationRequest
 
 START_TIMEOUT_S = 900.0  # seconds to place a replica and load its engine
+JOIN_TIMEOUT_S = 10.0  # seconds close() waits for the pool threads after killing the actors
 FORWARDED_ENV_PREFIXES = ("VLLM_", "EVALSUITE_", "HF_", "OMP_")
 
 
@@ -258,5 +259,7 @@ class RayReplicas(PooledBackend):
                     remove_placement_group(group)
                 except ray.exceptions.RayError:
                     pass
+            if hasattr(self, "pool"):  # the pool's threads end once their killed actor answers with an error;
+                self.pool.shutdown(wait_s=JOIN_TIMEOUT_S)  # none may still be inside Ray when it disconnects
             if self._connected:
                 ray.shutdown()
