@@ -246,6 +246,30 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BrokenPipeError:  # `evalsuite ... | head`: the reader left; not an error of ours
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
+    except Exception as e:
+        if argv is not None:  # called from Python: the caller gets the exception
+            raise
+        return crashed(e)
+
+
+def crashed(error: Exception) -> int:
+    """Exit code 1 and one line for a failure that is not a usage error (an engine that
+    died, a bug of ours); the traceback goes to a file the line names. A run that was
+    under way already says ``failed`` in its ``run.json``, with the error, and keeps its
+    finished samples for ``--resume``."""
+    import tempfile
+    import traceback
+
+    try:
+        fd, path = tempfile.mkstemp(prefix="evalsuite-traceback-", suffix=".txt")
+        with os.fdopen(fd, "w") as f:
+            traceback.print_exc(file=f)
+        where = f"traceback in {path}"
+    except OSError as e:
+        where = f"traceback not written: {e}"
+    print(f"evalsuite: error: {one_line(f'{type(error).__name__}: {error}')} ({one_line(where)}; a run's finished "
+          "samples stay in its samples.jsonl and --resume continues it)", file=sys.stderr)
+    return 1
 
 
 if __name__ == "__main__":
