@@ -245,8 +245,9 @@ class RayReplicas(PooledBackend):
             return
         self._closed = True
         atexit.unregister(self.close)
-        busy = self.pool.shutdown(wait_s=0.0) if hasattr(self, "pool") else []
-        live = [r for r in (self.pool.live if hasattr(self, "pool") else self._replicas) if r not in busy]
+        pool = getattr(self, "pool", None)  # None when a replica failed to start
+        busy = pool.shutdown(wait_s=0.0) if pool else []
+        live = [r for r in (pool.live if pool else self._replicas) if r not in busy]
         if ray.is_initialized():
             if live:  # a graceful close first, so each engine stops its own worker processes
                 ray.wait([r.actor.close.remote() for r in live], num_returns=len(live), timeout=60)
@@ -259,7 +260,7 @@ class RayReplicas(PooledBackend):
                     remove_placement_group(group)
                 except ray.exceptions.RayError:
                     pass
-            if hasattr(self, "pool"):  # the pool's threads end once their killed actor answers with an error;
-                self.pool.shutdown(wait_s=JOIN_TIMEOUT_S)  # none may still be inside Ray when it disconnects
+            if pool:  # its threads end once their killed actor answers with an error; none may still
+                pool.shutdown(wait_s=JOIN_TIMEOUT_S)  # be inside Ray when it disconnects
             if self._connected:
                 ray.shutdown()
