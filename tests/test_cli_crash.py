@@ -20,10 +20,19 @@ import sys
 from evalsuite.backends.scripted import ScriptedBackend
 from evalsuite.cli import main
 
+class Unprintable(Exception):
+    def __str__(self):
+        raise ValueError("no text for this one")
+
 def dies(self, requests):
     raise RuntimeError("EngineCore encountered an issue\\nsee the stack trace above")
 
+def dies_unprintably(*args, **kwargs):
+    raise Unprintable()
+
 ScriptedBackend.generate = dies
+import evalsuite.report.build
+evalsuite.report.build.write_report = dies_unprintably
 sys.argv = ["evalsuite", *sys.argv[1:]]
 sys.exit(main())
 """
@@ -47,6 +56,7 @@ def test_an_engine_that_dies_mid_run_is_one_line_and_the_run_resumes(tmp_path, g
     last = proc.stderr.strip().splitlines()[-1]
     assert last.startswith("evalsuite: error: RuntimeError: EngineCore encountered an issue\\nsee the stack")
     log = Path(re.search(r"traceback in (\S+?);", last).group(1))
+    assert last.endswith("--resume continues it)")
     assert "Traceback" in log.read_text() and "in dies" in log.read_text()
     [run_dir] = (tmp_path / "results").iterdir()
     run = json.loads((run_dir / "run.json").read_text())
@@ -59,3 +69,18 @@ def test_an_engine_that_dies_mid_run_is_one_line_and_the_run_resumes(tmp_path, g
     assert sorted(r["sample_id"] for r in records) == sorted({r["sample_id"] for r in records})
     assert len(records) == 6
     assert json.loads((run_dir / "run.json").read_text())["status"] == "complete"
+
+
+def test_a_crash_outside_a_run_is_one_line_without_the_resume_hint(tmp_path):
+    """``report`` failing inside (its builder replaced by one that raises an exception
+    whose ``__str__`` itself fails): one line naming the type, no word of --resume."""
+    script = tmp_path / "crashing.py"
+    script.write_text(CRASHING)
+    proc = _run(script, "report", str(tmp_path), "--output-dir", str(tmp_path / "reports"))
+    assert proc.returncode == 1, proc.stderr
+    assert "Traceback" not in proc.stderr
+    [line] = proc.stderr.strip().splitlines()
+    assert line.startswith("evalsuite: error: Unprintable (traceback in ")
+    assert "--resume" not in line
+    log = Path(re.search(r"traceback in (\S+?)\)", line).group(1))
+    assert "dies_unprintably" in log.read_text()

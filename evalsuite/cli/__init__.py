@@ -249,28 +249,31 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as e:
         if argv is not None:  # called from Python: the caller gets the exception
             raise
-        return crashed(e)
+        return crashed(e, resumable=args.handler is cmd_run)
 
 
-def crashed(error: Exception) -> int:
+def crashed(error: Exception, resumable: bool) -> int:
     """Exit code 1 and one line for a failure that is not a usage error (an engine that
     died, a bug of ours); the traceback goes to a file the line names. A run that was
     under way already says ``failed`` in its ``run.json``, with the error, and keeps its
-    finished samples for ``--resume``."""
+    finished samples for ``--resume`` (``resumable``: say so)."""
     import tempfile
     import traceback
 
     try:
         fd, path = tempfile.mkstemp(prefix="evalsuite-traceback-", suffix=".txt")
         with os.fdopen(fd, "w") as f:
-            traceback.print_exc(file=f)
+            traceback.print_exception(error, file=f)
         where = f"traceback in {path}"
     except OSError as e:
         where = f"traceback not written: {e}"
-    print(f"evalsuite: error: {one_line(f'{type(error).__name__}: {error}')} ({one_line(where)}; a run's finished "
-          "samples stay in its samples.jsonl and --resume continues it)", file=sys.stderr)
+    try:
+        what = f"{type(error).__name__}: {error}"
+    except Exception:  # noqa: BLE001 (an exception whose __str__ fails is still reported)
+        what = type(error).__name__
+    hint = "; a run's finished samples stay in its samples.jsonl and --resume continues it" if resumable else ""
+    print(f"evalsuite: error: {one_line(what)} ({one_line(where)}{hint})", file=sys.stderr)
     return 1
-
 
 if __name__ == "__main__":
     sys.exit(main())
